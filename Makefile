@@ -1,0 +1,39 @@
+# Two commands for a fresh machine: `make demo` (main job) and `make test`.
+# Setup installs the pinned CPU build of torch first (an unpinned torch pulls GBs of CUDA packages).
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+DEBIAN_PACKAGES := fortunes wordnet-base python3-doc
+STAMP := $(VENV)/.ltmia-installed
+
+.PHONY: install system-deps demo test lint bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) system-deps
+
+# Built-in corpora read real text from these Debian packages.
+system-deps:
+	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null; }; }
+
+demo: install
+	$(VENV)/bin/ltmia demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/train_speed.py

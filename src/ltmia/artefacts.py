@@ -1,0 +1,71 @@
+"""Artefacts are directories with a JSON manifest (the ``save_pretrained`` idea), written atomically.
+
+A stage writes into ``<out>.partial`` and renames it to ``<out>`` only when everything, manifest last, is
+on disk; so a directory named ``<out>`` with a manifest is always complete, a crash never leaves a
+half-written artefact that looks finished, and an existing user directory is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+from ltmia.errors import OutputExistsError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("ltmia", "torch", "transformers", "tokenizers", "peft", "safetensors", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that decide ltmia's numbers, for every manifest."""
+    found = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The manifest of a complete artefact, or None when ``directory`` is not one."""
+    path = Path(directory) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """Yield a scratch directory that becomes ``out`` when the block finishes without error.
+
+    Refuses an existing ``out``: callers check ``read_manifest(out)`` first and skip finished work.
+    A scratch directory left by a crashed run is ltmia's own and is replaced, with a log line.
+    """
+    out = Path(out)
+    if out.exists():
+        raise OutputExistsError(
+            f"{out} exists and is not a finished ltmia artefact; choose another output directory "
+            "or remove it yourself"
+        )
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        log.warning("replacing unfinished work in %s from an interrupted run", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    yield partial
+    os.replace(partial, out)

@@ -1,0 +1,235 @@
+"""The ``ltmia`` command line: each command wires library components and prints; no logic lives here.
+
+Errors a user can cause (``LtmiaError``) are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ltmia.errors import LtmiaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Learned transfer membership inference.")
+corpora_app = typer.Typer(no_args_is_help=True, help="Built-in and user corpora.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The offline model zoo: tokenizer + tiny pretrained LMs.")
+app.add_typer(corpora_app, name="corpora")
+app.add_typer(zoo_app, name="zoo")
+
+console = Console()
+
+
+# ---------------------------------------------------------------------------------------------- corpora
+@corpora_app.command("list")
+def corpora_list() -> None:
+    """List the built-in corpora."""
+    from ltmia.corpora import CORPORA
+
+    table = Table("name", "kind", "origin", "description")
+    for name in CORPORA:
+        corpus = CORPORA.get(name)
+        table.add_row(name, corpus.kind, corpus.origin, corpus.description.split(". ")[0])
+    console.print(table)
+    console.print(
+        "Any .txt/.jsonl/.csv/.parquet file, source folder or hf:<dataset id> works as a corpus too."
+    )
+
+
+@corpora_app.command("show")
+def corpora_show(
+    name: str,
+    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
+) -> None:
+    """Describe a corpus: origin, licence, sizes and an example text."""
+    from ltmia.corpora import corpus_texts, get_corpus
+    from ltmia.data import MIN_CHARS, filter_texts
+
+    corpus = get_corpus(name, column=column)
+    texts = corpus_texts(corpus, pool="all")
+    attack = filter_texts(corpus_texts(corpus, pool="attack"))
+    table = Table(show_header=False)
+    for key, value in [
+        ("name", corpus.name),
+        ("kind", corpus.kind),
+        ("description", corpus.description),
+        ("origin", corpus.origin),
+        ("licence", corpus.licence),
+        ("distinct texts", str(len(texts))),
+        (f"member/non-member pool (> {MIN_CHARS} chars)", str(len(attack))),
+        ("pretraining pool", str(len(corpus_texts(corpus, pool="pretrain")))),
+        ("example", attack[0][:600] if attack else "-"),
+    ]:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@corpora_app.command("sample")
+def corpora_sample(
+    name: str,
+    n: Annotated[int, typer.Option("-n", help="How many texts.")] = 3,
+    seed: int = 0,
+    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
+) -> None:
+    """Print n random texts of a corpus's member/non-member pool."""
+    from ltmia.corpora import corpus_texts, get_corpus
+    from ltmia.data import filter_texts, seeded_order
+
+    texts = filter_texts(corpus_texts(get_corpus(name, column=column), pool="attack"))
+    for i in seeded_order(texts, seed)[:n]:
+        console.rule()
+        console.print(texts[i], markup=False, highlight=False)
+
+
+# -------------------------------------------------------------------------------------------------- zoo
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[Path, typer.Option(help="Zoo directory (resumed when it exists).")] = Path("runs/zoo"),
+    arch: Annotated[Optional[list[str]], typer.Option(help="Architectures to build; default all.")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora of the pretraining pool.")] = None,
+    texts_per_corpus: int = 1000,
+    epochs: int = 4,
+    hidden: int = 128,
+    layers: int = 4,
+    heads: int = 4,
+    vocab_size: int = 4096,
+    device: str = "auto",
+) -> None:
+    """Train the tokenizer and pretrain tiny models of each architecture on the pretraining pool."""
+    from ltmia.progress import step_bar
+    from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
+    from ltmia.zoo.pretrain import ZooSettings, build_zoo, pretrain_recipe
+
+    settings = ZooSettings(
+        texts_per_corpus=texts_per_corpus,
+        vocab_size=vocab_size,
+        size=ZooSize(hidden=hidden, layers=layers, heads=heads),
+    )
+    if corpus:
+        settings.corpora = list(corpus)
+    settings.recipe = pretrain_recipe()
+    settings.recipe.epochs = epochs
+    with step_bar(console) as bar:
+        built = build_zoo(out, arch or ARCHITECTURES.names(), settings, device, on_arch=bar.task)
+    _print_zoo(out, list(built))
+
+
+def _print_zoo(zoo: Path, archs: list[str]) -> None:
+    from ltmia.artefacts import read_manifest
+    from ltmia.zoo.architectures import ARCHITECTURES
+
+    table = Table("architecture", "family", "parameters", "pretrained", "val loss", "minutes")
+    for name in archs:
+        manifest = read_manifest(zoo / name)
+        if manifest is None:
+            table.add_row(name, ARCHITECTURES.get(name).family, "-", "no", "-", "-")
+            continue
+        history = manifest["pretrain_log"]["epochs"]
+        table.add_row(
+            name,
+            manifest["family"],
+            f"{manifest['parameters']:,}",
+            str(zoo / name),
+            f"{history[-1].get('val_loss', float('nan')):.3f}",
+            f"{manifest['seconds'] / 60:.1f}",
+        )
+    console.print(table)
+
+
+@zoo_app.command("list")
+def zoo_list(zoo: Annotated[Path, typer.Option(help="Zoo directory to inspect.")] = Path("runs/zoo")) -> None:
+    """List the registered architectures and which are pretrained in a zoo directory."""
+    from ltmia.zoo.architectures import ARCHITECTURES
+
+    _print_zoo(zoo, ARCHITECTURES.names())
+
+
+# --------------------------------------------------------------------------------------------- finetune
+@app.command()
+def finetune(
+    base: Annotated[str, typer.Option(help="Base model: zoo/local directory or hub id.")],
+    corpus: Annotated[str, typer.Option(help="Corpus name, file, source folder or hf:<id>.")],
+    out: Annotated[Path, typer.Option(help="Target directory to write.")],
+    members: int = 1000,
+    val: int = 100,
+    non_members: int = 1000,
+    seed: int = 42,
+    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="text or code (decides truncation side).")] = None,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 5e-5,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
+    schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = "constant",
+    warmup_steps: int = 0,
+    weight_decay: Optional[float] = None,
+    grad_clip: Optional[float] = None,
+    lora: Annotated[bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")] = False,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> None:
+    """Fine-tune a base model on the members of a corpus split (SPEC §2-3), writing a target directory."""
+    from ltmia.artefacts import read_manifest
+    from ltmia.corpora import corpus_texts, get_corpus
+    from ltmia.data import make_splits
+    from ltmia.finetune import Recipe
+    from ltmia.finetune import finetune as run_finetune
+    from ltmia.progress import step_bar
+
+    source = get_corpus(corpus, column=column, kind=kind)
+    splits = make_splits(
+        corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
+    )
+    recipe = Recipe(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        grad_clip=grad_clip,
+        lora=lora,
+        seed=seed,
+    )
+    with step_bar(console) as bar:
+        target = run_finetune(
+            base,
+            splits,
+            out,
+            recipe,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            on_step=bar.task("fine-tune"),
+        )
+    manifest = read_manifest(target)
+    console.print(
+        f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s)"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Working directory.")] = Path("runs/demo")) -> None:
+    """Run the built-in demo: build a tiny zoo model, fine-tune a target, measure membership signal."""
+    from ltmia.demo import run_demo
+    from ltmia.progress import step_bar
+
+    with step_bar(console) as bar:
+        report = run_demo(out, on_stage=bar.task)
+    console.print(report)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except LtmiaError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)

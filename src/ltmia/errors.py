@@ -1,0 +1,30 @@
+"""Error classes raised at ltmia's boundaries.
+
+Every error a user can cause is an ``LtmiaError`` whose message is one line naming the problem and the fix;
+the CLI prints it without a traceback. Inner code trusts its inputs and raises nothing of its own.
+"""
+
+from __future__ import annotations
+
+
+class LtmiaError(Exception):
+    """Base class: a problem with the user's input or environment, shown as one line."""
+
+
+class UnknownNameError(LtmiaError, KeyError):
+    """A name (corpus, architecture, attack, ...) that is not in its registry."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class NotEnoughTextsError(LtmiaError):
+    """A corpus too small for the requested split sizes."""
+
+
+class OutputExistsError(LtmiaError):
+    """An output directory exists and holds something we must not overwrite."""
+
+
+class InputError(LtmiaError):
+    """Unreadable, empty or malformed user input (files, columns, model directories)."""

@@ -1,0 +1,282 @@
+"""SPEC §3: fine-tune a causal LM on member texts, making a target whose members are known.
+
+The training loop here is the only one in ltmia: pretraining the zoo is the same loop with another
+``Recipe``. Cross-entropy on members with pads masked (EOS trained on); paper defaults are 3 epochs,
+batch 16, AdamW lr 5e-5 with torch defaults, constant LR, no clipping, fp32, best-validation epoch
+restored. Optimizer, schedule and full-vs-LoRA are parameters because the recipe-confound study varies them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+from ltmia.artefacts import building, read_manifest, versions, write_json
+from ltmia.data import SEQ_LEN, Splits, encode, lm_labels
+from ltmia.errors import InputError
+from ltmia.models import load_causal_lm, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recipe:
+    """How to train; defaults are the paper's fine-tuning recipe (SPEC §3)."""
+
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 5e-5
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: float | None = None  # None: the optimizer's torch default
+    momentum: float = 0.0  # SGD only
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    restore_best: bool = True
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        choices = {"optimizer": ("adamw", "sgd"), "schedule": ("constant", "cosine", "linear")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise InputError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(valid)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
+
+
+@dataclass
+class TrainLog:
+    """Per-epoch losses and the epoch whose weights were kept."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def token_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+    """Summed next-token cross-entropy and token count: ``(B, L), (B, L) -> (scalar, int)``.
+
+    Computed from the logits ourselves (not the model's ``labels=`` path) so every family, including the
+    non-transformers, is trained and measured with the identical loss.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    labels = lm_labels(input_ids, attention_mask)[:, 1:]
+    losses = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
+    return losses, int((labels != -100).sum())
+
+
+def batches(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int, generator: torch.Generator | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Mini-batches in a seeded random order (or in order when ``generator`` is None)."""
+    n = len(input_ids)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield input_ids[index], attention_mask[index]
+
+
+@torch.no_grad()
+def mean_loss(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32
+) -> float:
+    """Token-weighted mean cross-entropy of ``model`` on encoded texts."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for ids, mask in batches(input_ids, attention_mask, batch_size, None):
+        loss, n = token_loss(model, ids.to(device), mask.to(device))
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    extra = {} if recipe.weight_decay is None else {"weight_decay": recipe.weight_decay}
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, **extra)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, **extra)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
+    """Linear warmup, then constant / cosine-to-zero / linear-to-zero over the remaining steps."""
+
+    def factor(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        progress = (step - recipe.warmup_steps) / max(1, total_steps - recipe.warmup_steps)
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if recipe.schedule == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_causal_lm(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
+    recipe: Recipe,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainLog:
+    """Train ``model`` on encoded ``train`` texts; after each epoch measure ``val`` and keep the best epoch.
+
+    ``train``/``val`` are ``(input_ids (N, L), attention_mask (N, L))``. Only parameters that require grad
+    are optimised (all of them for full fine-tuning, the adapters for LoRA), and only those are snapshotted
+    for the best-epoch restore, so LoRA on a large model costs no second copy of the base.
+    """
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, recipe)
+    steps_per_epoch = math.ceil(len(train[0]) / recipe.batch_size)
+    schedule = make_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    history, best_loss, best_state = TrainLog(), math.inf, None
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        started, total, count = time.perf_counter(), 0.0, 0
+        for ids, mask in batches(*train, recipe.batch_size, generator):
+            loss_sum, n = token_loss(model, ids.to(device), mask.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            (loss_sum / max(n, 1)).backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            optimizer.step()
+            schedule.step()
+            total, count = total + loss_sum.item(), count + n
+            if on_step is not None:
+                on_step(epoch, loss_sum.item() / max(n, 1))
+        entry = {
+            "epoch": epoch,
+            "train_loss": total / max(count, 1),
+            "seconds": time.perf_counter() - started,
+        }
+        if val is not None:
+            entry["val_loss"] = mean_loss(model, *val)
+            if entry["val_loss"] < best_loss:
+                best_loss, history.best_epoch = entry["val_loss"], epoch
+                best_state = [p.detach().clone() for p in params]
+        history.epochs.append(entry)
+        log.info("epoch %d: %s", epoch, entry)
+    if recipe.restore_best and best_state is not None:
+        with torch.no_grad():
+            for param, saved in zip(params, best_state, strict=True):
+                param.copy_(saved)
+    else:
+        history.best_epoch = recipe.epochs
+    model.eval()
+    return history
+
+
+def lora_targets(model: PreTrainedModel) -> list[str]:
+    """Attention + MLP projection names for LoRA: the zoo's list for known families, else every linear
+    layer's name except the LM head (what peft would need to be told for an unknown architecture)."""
+    from ltmia.zoo.architectures import ARCHITECTURES
+
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in ARCHITECTURES:
+        return list(ARCHITECTURES.get(model_type).lora_targets)
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    }
+    return sorted(names - {"lm_head", "score"})
+
+
+def apply_lora(model: PreTrainedModel, recipe: Recipe) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters (SPEC §3: r 16, alpha 32, dropout 0.05, attention + MLP)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        target_modules=lora_targets(model),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def finetune(
+    base: str,
+    splits: Splits,
+    out: Path,
+    recipe: Recipe | None = None,
+    *,
+    seq_len: int = SEQ_LEN,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Fine-tune ``base`` (zoo/local directory or hub id) on ``splits.members``; write a target directory.
+
+    The directory holds the model (full weights, or only the LoRA adapter pointing at its base), the
+    tokenizer, ``splits.json`` (text hashes proving membership), ``train_log.json`` and a manifest.
+    A finished target is returned as is; an existing non-target directory is refused.
+    """
+    out = Path(out)
+    if read_manifest(out) is not None:
+        log.info("%s is a finished target; skipping", out)
+        return out
+    recipe = recipe or Recipe()
+    base_spec = str(Path(base).resolve()) if Path(base).exists() else base
+    tokenizer = load_tokenizer(base_spec, trust_remote_code)
+    torch.manual_seed(recipe.seed)
+    model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
+    model = (apply_lora(model, recipe) if recipe.lora else model).to(resolve_device(device))
+    train = encode(tokenizer, splits.members, splits.kind, seq_len)
+    val = encode(tokenizer, splits.val, splits.kind, seq_len)
+    started = time.perf_counter()
+    history = train_causal_lm(model, train, val, recipe, on_step)
+    record = splits.record()
+    with building(out) as scratch:
+        model.save_pretrained(str(scratch))
+        tokenizer.save_pretrained(str(scratch))
+        write_json(scratch / "splits.json", record)
+        write_json(scratch / "train_log.json", asdict(history))
+        write_json(
+            scratch / "manifest.json",
+            {
+                "artefact": "ltmia-target",
+                "base": base_spec,
+                "model_type": model.config.model_type,
+                "source": splits.source,
+                "kind": splits.kind,
+                "split_fingerprint": record["fingerprint"],
+                "recipe": asdict(recipe),
+                "seq_len": seq_len,
+                "best_epoch": history.best_epoch,
+                "seconds": time.perf_counter() - started,
+                "versions": versions(),
+            },
+        )
+    return out

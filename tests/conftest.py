@@ -1,0 +1,72 @@
+"""Shared fixtures: a small tokenizer trained on real text and a tiny saved base model."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+def stdlib_docstrings() -> list[str]:
+    """Real English text on every machine: docstrings of a few standard-library modules."""
+    import argparse
+    import collections
+    import email.message
+    import pathlib
+    import subprocess
+    import typing
+
+    texts = []
+    for module in (
+        argparse,
+        collections,
+        email.message,
+        pathlib,
+        subprocess,
+        typing,
+        json,
+        inspect,
+        textwrap,
+    ):
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc.strip()) > 50:
+                    texts.append(doc.strip())
+    return list(dict.fromkeys(texts))
+
+
+@pytest.fixture(scope="session")
+def docstrings() -> list[str]:
+    return stdlib_docstrings()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(docstrings):
+    from ltmia.zoo.tokenizer import train_tokenizer
+
+    return train_tokenizer(docstrings, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tokenizer) -> Path:
+    """A randomly initialised tiny llama saved with its tokenizer, as a zoo model directory would be."""
+    from ltmia.zoo.architectures import ZooSize, build_model
+
+    out = tmp_path_factory.mktemp("base")
+    model = build_model(
+        "llama",
+        len(tokenizer),
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        ZooSize(hidden=64, layers=2, heads=2),
+        seed=0,
+    )
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out

@@ -1,0 +1,126 @@
+"""SPEC §3: fine-tuning makes members special; LoRA leaves the base alone; targets round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ltmia.data import encode, make_splits
+from ltmia.errors import InputError, OutputExistsError
+from ltmia.finetune import Recipe, finetune, make_schedule, mean_loss
+from ltmia.models import load_causal_lm, load_tokenizer
+
+FAST = dict(epochs=3, batch_size=8, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def splits(docstrings):
+    return make_splits(docstrings, n_members=24, n_val=8, n_non_members=24, seed=0, source={"corpus": "test"})
+
+
+@pytest.fixture(scope="module")
+def full_target(tmp_path_factory, tiny_base, splits):
+    return finetune(str(tiny_base), splits, tmp_path_factory.mktemp("t") / "target", Recipe(**FAST))
+
+
+def _loss(model, tokenizer, texts):
+    return mean_loss(model, *encode(tokenizer, texts))
+
+
+def test_finetune_lowers_member_loss_more_than_non_member_loss(tiny_base, full_target, splits):
+    tokenizer = load_tokenizer(str(full_target))
+    base, target = load_causal_lm(str(tiny_base)), load_causal_lm(str(full_target))
+    member_drop = _loss(base, tokenizer, splits.members) - _loss(target, tokenizer, splits.members)
+    non_member_drop = _loss(base, tokenizer, splits.non_members) - _loss(
+        target, tokenizer, splits.non_members
+    )
+    assert member_drop > non_member_drop + 0.05
+
+
+def test_target_directory_contents(full_target, splits):
+    manifest = json.loads((full_target / "manifest.json").read_text())
+    log = json.loads((full_target / "train_log.json").read_text())
+    record = json.loads((full_target / "splits.json").read_text())
+    assert manifest["artefact"] == "ltmia-target" and manifest["recipe"]["lr"] == FAST["lr"]
+    assert len(log["epochs"]) == 3 and manifest["best_epoch"] == log["best_epoch"]
+    best = min(log["epochs"], key=lambda e: e["val_loss"])["epoch"]
+    assert log["best_epoch"] == best
+    assert record["fingerprint"] == splits.record()["fingerprint"] == manifest["split_fingerprint"]
+    assert (full_target / "model.safetensors").exists()
+    assert not list(full_target.glob("*.bin")) and not list(full_target.parent.glob("*.partial"))
+
+
+def test_best_epoch_is_restored(tiny_base, splits, tmp_path):
+    """A huge LR makes later epochs worse; the kept weights must be the best epoch's."""
+    target = finetune(str(tiny_base), splits, tmp_path / "t", Recipe(epochs=3, batch_size=8, lr=0.3))
+    log = json.loads((target / "train_log.json").read_text())
+    tokenizer = load_tokenizer(str(target))
+    reloaded = _loss(load_causal_lm(str(target)), tokenizer, splits.val)
+    assert reloaded == pytest.approx(min(e["val_loss"] for e in log["epochs"]), rel=1e-4)
+
+
+def test_round_trip_is_deterministic(full_target):
+    tokenizer = load_tokenizer(str(full_target))
+    ids, mask = encode(tokenizer, ["A text to score, long enough to be a real example of prose."])
+    a = load_causal_lm(str(full_target))(input_ids=ids, attention_mask=mask).logits
+    b = load_causal_lm(str(full_target))(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(a, b)
+
+
+def test_finished_target_is_skipped_and_other_directories_refused(tiny_base, full_target, splits, tmp_path):
+    before = (full_target / "manifest.json").read_text()
+    assert finetune(str(tiny_base), splits, full_target, Recipe(**FAST)) == full_target
+    assert (full_target / "manifest.json").read_text() == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("user data")
+    with pytest.raises(OutputExistsError, match="choose another output directory"):
+        finetune(str(tiny_base), splits, tmp_path / "mine", Recipe(**FAST))
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "user data"
+
+
+def test_lora_leaves_base_untouched_and_disabling_adapters_gives_the_base(tiny_base, splits, tmp_path):
+    base_before = {k: v.clone() for k, v in load_causal_lm(str(tiny_base)).state_dict().items()}
+    target = finetune(str(tiny_base), splits, tmp_path / "lora", Recipe(**FAST, lora=True))
+    assert (target / "adapter_config.json").exists() and not (target / "model.safetensors").exists()
+    model = load_causal_lm(str(target))
+    base = model.get_base_model()
+    tokenizer = load_tokenizer(str(target))
+    ids, mask = encode(tokenizer, splits.members[:4])
+    with model.disable_adapter():
+        reference_logits = model(input_ids=ids, attention_mask=mask).logits
+    fresh = load_causal_lm(str(tiny_base))
+    assert torch.allclose(reference_logits, fresh(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
+    assert not torch.allclose(model(input_ids=ids, attention_mask=mask).logits, reference_logits, atol=1e-4)
+    trained = {n.replace(".base_layer", ""): p for n, p in base.state_dict().items() if "lora_" not in n}
+    assert trained.keys() == base_before.keys()
+    assert all(torch.equal(trained[name], value) for name, value in base_before.items())
+    assert sum(p.numel() for n, p in base.named_parameters() if "lora_" in n) > 0
+
+
+def test_recipe_validation():
+    with pytest.raises(InputError, match="optimizer 'adam' is not one of"):
+        Recipe(optimizer="adam")
+    with pytest.raises(InputError, match="schedule"):
+        Recipe(schedule="step")
+
+
+def test_schedules():
+    param = torch.nn.Parameter(torch.zeros(1))
+
+    def lrs(**kwargs):
+        optimizer = torch.optim.SGD([param], lr=1.0)
+        schedule = make_schedule(optimizer, Recipe(lr=1.0, **kwargs), total_steps=10)
+        values = []
+        for _ in range(10):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return values
+
+    assert lrs() == [1.0] * 10
+    cosine = lrs(schedule="cosine", warmup_steps=2)
+    assert cosine[:2] == [0.5, 1.0] and cosine[2] == pytest.approx(1.0)
+    assert cosine[6] == pytest.approx(0.5) and all(a >= b for a, b in zip(cosine[1:], cosine[2:]))
+    assert lrs(schedule="linear")[5] == pytest.approx(0.5)
