@@ -28,7 +28,7 @@ def test_split_sizes_disjoint_and_balanced():
     assert sum(map(len, sets)) == len(set.union(*sets)) == 220
     assert {len(v) for v in splits.pairs.values()} == {90, 5}
     assert (len(splits.pairs["train"]), len(splits.pairs["val"]), len(splits.pairs["test"])) == (90, 5, 5)
-    assert sorted(sum(splits.pairs.values(), [])) == list(range(100))
+    assert sorted(i for pairs in splits.pairs.values() for i in pairs) == list(range(100))
 
 
 def test_splits_are_deterministic_and_seeded():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -122,5 +123,5 @@ def test_schedules():
     assert lrs() == [1.0] * 10
     cosine = lrs(schedule="cosine", warmup_steps=2)
     assert cosine[:2] == [0.5, 1.0] and cosine[2] == pytest.approx(1.0)
-    assert cosine[6] == pytest.approx(0.5) and all(a >= b for a, b in zip(cosine[1:], cosine[2:]))
+    assert cosine[6] == pytest.approx(0.5) and all(a >= b for a, b in itertools.pairwise(cosine[1:]))
     assert lrs(schedule="linear")[5] == pytest.approx(0.5)

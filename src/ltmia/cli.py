@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,7 +44,7 @@ def corpora_list() -> None:
 @corpora_app.command("show")
 def corpora_show(
     name: str,
-    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
 ) -> None:
     """Describe a corpus: origin, licence, sizes and an example text."""
     from ltmia.corpora import corpus_texts, get_corpus
@@ -74,7 +74,7 @@ def corpora_sample(
     name: str,
     n: Annotated[int, typer.Option("-n", help="How many texts.")] = 3,
     seed: int = 0,
-    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
 ) -> None:
     """Print n random texts of a corpus's member/non-member pool."""
     from ltmia.corpora import corpus_texts, get_corpus
@@ -90,8 +90,8 @@ def corpora_sample(
 @zoo_app.command("build")
 def zoo_build(
     out: Annotated[Path, typer.Option(help="Zoo directory (resumed when it exists).")] = Path("runs/zoo"),
-    arch: Annotated[Optional[list[str]], typer.Option(help="Architectures to build; default all.")] = None,
-    corpus: Annotated[Optional[list[str]], typer.Option(help="Corpora of the pretraining pool.")] = None,
+    arch: Annotated[list[str] | None, typer.Option(help="Architectures to build; default all.")] = None,
+    corpus: Annotated[list[str] | None, typer.Option(help="Corpora of the pretraining pool.")] = None,
     texts_per_corpus: int = 1000,
     epochs: int = 4,
     hidden: int = 128,
@@ -159,16 +159,16 @@ def finetune(
     val: int = 100,
     non_members: int = 1000,
     seed: int = 42,
-    column: Annotated[Optional[str], typer.Option(help="Text column of a table file or dataset.")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="text or code (decides truncation side).")] = None,
+    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    kind: Annotated[str | None, typer.Option(help="text or code (decides truncation side).")] = None,
     epochs: int = 3,
     batch_size: int = 16,
     lr: float = 5e-5,
     optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
     schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = "constant",
     warmup_steps: int = 0,
-    weight_decay: Optional[float] = None,
-    grad_clip: Optional[float] = None,
+    weight_decay: float | None = None,
+    grad_clip: float | None = None,
     lora: Annotated[bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")] = False,
     device: str = "auto",
     trust_remote_code: bool = False,

@@ -7,7 +7,6 @@ tokenises. The result is an ordinary Hugging Face tokenizer directory, loadable 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
