@@ -227,7 +227,10 @@ def demo(out: Annotated[Path, typer.Option(help="Working directory.")] = Path("r
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 2."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console)])
+    logging.getLogger("ltmia").setLevel(logging.INFO)
     try:
         app()
     except LtmiaError as error:

@@ -142,7 +142,7 @@ def encode(
     if eos is None:
         raise InputError("the tokenizer has no EOS token; load it with ltmia.models.load_tokenizer")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
     input_ids = torch.full((len(encoded), seq_len), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(encoded), seq_len), dtype=torch.long)
     for row, ids in enumerate(encoded):

@@ -185,7 +185,7 @@ def train_causal_lm(
                 best_loss, history.best_epoch = entry["val_loss"], epoch
                 best_state = [p.detach().clone() for p in params]
         history.epochs.append(entry)
-        log.info("epoch %d: %s", epoch, entry)
+        log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
     if recipe.restore_best and best_state is not None:
         with torch.no_grad():
             for param, saved in zip(params, best_state, strict=True):

@@ -1,0 +1,276 @@
+"""User corpus sources: text and table files, saved or hub datasets, and folders of source code.
+
+Everything is read when the corpus is resolved, so a wrong path, column or encoding fails at once with a
+one-line ``InputError`` rather than mid-run. User texts keep their file order (their order may mean
+something to the user); they are stripped, empty ones dropped and exact duplicates dropped after the first.
+
+A folder of source code becomes a code corpus with one text per file; a file over ``MAX_CODE_CHARS`` is cut
+at blank lines that precede an unindented line (between top-level definitions), and consecutive pieces are
+packed into texts of at most ``MAX_CODE_CHARS`` (a single longer piece stays whole).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ltmia.corpora import Corpus, Kind
+from ltmia.errors import InputError
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+
+SUPPORTED = "a .txt, .jsonl, .csv or .parquet file, a folder of source code or a datasets save_to_disk folder"
+MAX_CODE_CHARS = 4_000
+CODE_SUFFIXES = {
+    ".py", ".pyi", ".js", ".jsx", ".mjs", ".ts", ".tsx", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh",
+    ".java", ".kt", ".scala", ".go", ".rs", ".rb", ".sh", ".bash", ".pl", ".pm", ".php", ".lua", ".swift",
+    ".cs", ".m", ".r", ".jl", ".hs", ".ml", ".sql", ".dart", ".zig", ".ex", ".exs", ".erl", ".clj",
+}  # fmt: skip
+SKIPPED_DIRS = {"node_modules", "__pycache__", "venv", "site-packages"}
+BLOCK_BREAK = re.compile(r"\n[ \t]*\n(?=\S)")
+SAVED_DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether a spec that names nothing on disk was meant as a path (so the error says so)."""
+    return (
+        "/" in spec or os.sep in spec or spec.startswith(("~", ".")) or Path(spec).suffix.lower() in READERS
+    )
+
+
+def path_corpus(spec: str, *, column: str | None, kind: Kind | None) -> Corpus:
+    """A corpus read from a file or folder."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise InputError(f"{spec}: no such file or folder; check the path (or give a built-in corpus name)")
+    if path.is_dir() and any((path / marker).exists() for marker in SAVED_DATASET_MARKERS):
+        return user_corpus(spec, saved_dataset_texts(path, column), kind or "text", str(path.resolve()))
+    if path.is_dir():
+        refuse_column(column, path)
+        return user_corpus(spec, source_texts(path), kind or "code", str(path.resolve()))
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"{path}: unsupported file type {path.suffix!r}; give {SUPPORTED}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; give a file with texts")
+    return user_corpus(spec, reader(path, column), kind or "text", str(path.resolve()))
+
+
+def hub_corpus(spec: str, *, column: str | None, kind: Kind | None) -> Corpus:
+    """A corpus from ``hf:<dataset id>[:<split>]`` on the Hugging Face hub (needs network or the HF cache)."""
+    import datasets  # slow to import, and only needed for dataset sources
+
+    dataset_id, _, split = spec.removeprefix("hf:").partition(":")
+    split = split or "train"
+    if not dataset_id:
+        raise InputError(f"{spec!r} names no dataset; write hf:<dataset id>[:<split>], e.g. hf:imdb:test")
+    try:
+        dataset = datasets.load_dataset(dataset_id, split=split)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot load hub dataset {dataset_id!r}, split {split!r}: {reason}") from err
+    origin = f"Hugging Face hub dataset {dataset_id}, split {split}"
+    return user_corpus(spec, dataset_texts(dataset, column, spec), kind or "text", origin)
+
+
+def user_corpus(spec: str, texts: Iterable[str], kind: Kind, origin: str) -> Corpus:
+    """Wrap user texts (stripped, first occurrences kept) as a corpus with no pretraining share."""
+    unique = list(dict.fromkeys(stripped for text in texts if (stripped := text.strip())))
+    if not unique:
+        raise InputError(f"{spec} holds no text; give a source with at least one non-blank text")
+    return Corpus(
+        name=spec,
+        kind=kind,
+        description=f"User-supplied {kind} corpus read from {spec}.",
+        origin=origin,
+        licence="unknown (user-supplied; check it before sharing results or models)",
+        load=lambda: list(unique),
+    )
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text with newlines normalised; non-UTF-8 bytes are refused rather than guessed at."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{path} is not UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}; "
+            f"re-encode it to UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+        ) from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def refuse_column(column: str | None, path: Path) -> None:
+    """A column given for a source without columns is a mistake worth reporting, not ignoring."""
+    if column is not None:
+        raise InputError(
+            f"{path} has no columns; drop --column (it applies to .jsonl, .csv, .parquet and datasets)"
+        )
+
+
+def pick_column(column: str | None, available: Iterable[str], source: object) -> str:
+    """The requested column, else ``text``; a missing one lists what there is."""
+    names = list(available)
+    chosen = column or "text"
+    if chosen not in names:
+        missing = f"column {chosen!r}" if column else "'text' column"
+        raise InputError(
+            f"{source} has no {missing}; choose one with --column from: {', '.join(names) or '(none)'}"
+        )
+    return chosen
+
+
+def txt_texts(path: Path, column: str | None) -> list[str]:
+    """Blank-line-separated blocks if the file has blank lines, else one text per line."""
+    refuse_column(column, path)
+    text = read_utf8(path)
+    blank_line = re.compile(r"\n[ \t]*\n")
+    return blank_line.split(text) if blank_line.search(text.strip()) else text.split("\n")
+
+
+def string_values(values: Iterable[tuple[str, object]], column: str, path: Path) -> Iterator[str]:
+    """The text values of a column, located by ``where`` in errors; missing and null values are skipped."""
+    for where, value in values:
+        if isinstance(value, str):
+            yield value
+        elif value is not None:
+            raise InputError(f"{path} {where}: column {column!r} holds {type(value).__name__}, not text")
+
+
+def jsonl_texts(path: Path, column: str | None) -> list[str]:
+    """One text per JSON object line; rows without the column are skipped, blank lines ignored."""
+    rows = []
+    for number, line in enumerate(read_utf8(path).split("\n"), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(
+                    f"{path} line {number} is not JSON ({err.msg}); write one object per line"
+                ) from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path} line {number} is not a JSON object; write one object per line")
+            rows.append((f"line {number}", row))
+    name = pick_column(column, dict.fromkeys(key for _, row in rows for key in row), path)
+    return list(string_values(((where, row.get(name)) for where, row in rows), name, path))
+
+
+def csv_texts(path: Path, column: str | None) -> list[str]:
+    """One text per row from a CSV file with a header line; quoted fields may span lines."""
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
+    try:
+        name = pick_column(column, reader.fieldnames or [], path)
+        return [row[name] for row in reader if row[name] is not None]
+    except csv.Error as err:
+        raise InputError(f"{path} line {reader.line_num} is not valid CSV ({err})") from None
+
+
+def parquet_texts(path: Path, column: str | None) -> list[str]:
+    """One text per row; only the chosen column is read, so wide tables stay cheap."""
+    try:
+        schema = pq.read_schema(path)
+    except pa.ArrowException as err:
+        raise InputError(f"{path} is not a readable Parquet file ({err})") from None
+    name = pick_column(column, schema.names, path)
+    text_types = (pa.types.is_string, pa.types.is_large_string)
+    if not any(is_type(schema.field(name).type) for is_type in text_types):
+        raise InputError(f"{path}: column {name!r} holds {schema.field(name).type}, not text; choose another")
+    return [
+        value for value in pq.read_table(path, columns=[name]).column(name).to_pylist() if value is not None
+    ]
+
+
+READERS: dict[str, Callable[[Path, str | None], list[str]]] = {
+    ".txt": txt_texts,
+    ".jsonl": jsonl_texts,
+    ".csv": csv_texts,
+    ".parquet": parquet_texts,
+}
+
+
+# --- datasets -----------------------------------------------------------------------------------------
+
+
+def saved_dataset_texts(path: Path, column: str | None) -> list[str]:
+    """Texts of a folder written by ``Dataset.save_to_disk`` (a ``DatasetDict``: its train or only split)."""
+    import datasets  # slow to import, and only needed for dataset sources
+
+    loaded = datasets.load_from_disk(str(path))
+    return dataset_texts(only_split(loaded, path), column, path)
+
+
+def only_split(loaded: Dataset | DatasetDict, path: Path) -> Dataset:
+    """The dataset itself, or from a ``DatasetDict`` its ``train`` split, else its only split."""
+    from datasets import DatasetDict
+
+    if not isinstance(loaded, DatasetDict):
+        return loaded
+    if "train" in loaded:
+        return loaded["train"]
+    if len(loaded) == 1:
+        return next(iter(loaded.values()))
+    splits = ", ".join(loaded)
+    raise InputError(
+        f"{path} holds splits {splits} and none is 'train'; give a split's folder, e.g. {path}/<split>"
+    )
+
+
+def dataset_texts(dataset: Dataset, column: str | None, source: object) -> list[str]:
+    """The non-null values of a string column of a ``datasets.Dataset``."""
+    name = pick_column(column, dataset.column_names, source)
+    dtype = getattr(dataset.features[name], "dtype", None)
+    if dtype not in ("string", "large_string"):
+        raise InputError(
+            f"{source}: column {name!r} holds {dataset.features[name]}, not text; choose another"
+        )
+    return [value for value in dataset[name] if value is not None]
+
+
+# --- source code --------------------------------------------------------------------------------------
+
+
+def source_files(root: Path) -> Iterator[Path]:
+    """Source files under ``root`` in sorted path order, skipping hidden and dependency folders."""
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
+        for name in sorted(names):
+            if not name.startswith(".") and Path(name).suffix.lower() in CODE_SUFFIXES:
+                yield Path(folder) / name
+
+
+def code_chunks(source: str) -> list[str]:
+    """The file whole if short enough, else runs of top-level blocks of at most ``MAX_CODE_CHARS``."""
+    if len(source) <= MAX_CODE_CHARS:
+        return [source]
+    starts = [0, *(match.end() for match in BLOCK_BREAK.finditer(source))]
+    chunks = [""]
+    for start, end in zip(starts, [*starts[1:], len(source)], strict=True):
+        block = source[start:end]
+        if chunks[-1] and len(chunks[-1]) + len(block) > MAX_CODE_CHARS:
+            chunks.append("")
+        chunks[-1] += block
+    return chunks
+
+
+def source_texts(root: Path) -> list[str]:
+    """Texts of every source file under ``root``, long files cut into top-level chunks."""
+    files = list(source_files(root))
+    if not files:
+        raise InputError(
+            f"{root} holds no source files ({', '.join(sorted(CODE_SUFFIXES))}); give {SUPPORTED}"
+        )
+    return [chunk for path in files for chunk in code_chunks(read_utf8(path))]

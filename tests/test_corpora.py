@@ -1,0 +1,338 @@
+"""Corpora: built-in sizes, pools, caching and determinism; user sources; one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ltmia.corpora import (
+    CORPORA,
+    PRETRAIN_PERCENT,
+    builtin,
+    corpus_texts,
+    files,
+    get_corpus,
+    in_pretrain_pool,
+)
+from ltmia.errors import InputError, UnknownNameError
+
+EXTRACTORS = {
+    "stdlib-docs": builtin.stdlib_docs,
+    "stdlib-code": builtin.stdlib_code,
+    "fortunes": builtin.fortunes,
+    "wordnet": builtin.wordnet,
+    "python-docs": builtin.python_docs,
+    "manpages": builtin.manpages,
+}
+TEXTS = ["First text, long enough to count.", "Second text.", "Third text, with ünïcode."]
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private LTMIA_HOME for the session: each built-in is extracted once, and ~/.cache is untouched."""
+    path = tmp_path_factory.mktemp("ltmia-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LTMIA_HOME", str(path))
+        yield path
+
+
+@pytest.fixture(scope="session")
+def loaded(home: Path) -> dict[str, list[str]]:
+    return {name: CORPORA.get(name).load() for name in CORPORA.names()}
+
+
+# --- built-ins ----------------------------------------------------------------------------------------
+
+
+def test_builtins_cover_text_styles_and_code() -> None:
+    kinds = [CORPORA.get(name).kind for name in CORPORA.names()]
+    assert set(CORPORA.names()) == set(EXTRACTORS)
+    assert kinds.count("text") >= 4 and kinds.count("code") >= 1
+    for name in CORPORA.names():
+        corpus = CORPORA.get(name)
+        assert corpus.reserve_pretrain and corpus.name == name
+        assert corpus.description and corpus.origin and corpus.licence
+        assert "\n" not in corpus.description
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXTRACTORS))
+def test_builtin_has_enough_distinct_long_attack_texts(name: str, loaded: dict[str, list[str]]) -> None:
+    texts = loaded[name]
+    assert texts == sorted(set(texts)), "texts must be unique and sorted"
+    assert all(text == text.strip() and text for text in texts)
+    attack = corpus_texts(CORPORA.get(name), "attack")
+    assert len({text for text in attack if len(text) > 50}) >= 3_000
+    assert len(texts) <= builtin.CAP
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXTRACTORS))
+def test_builtin_pools_partition_the_corpus(name: str, loaded: dict[str, list[str]]) -> None:
+    corpus = CORPORA.get(name)
+    attack, pretrain = corpus_texts(corpus, "attack"), corpus_texts(corpus, "pretrain")
+    assert not set(attack) & set(pretrain)
+    assert sorted(attack + pretrain) == loaded[name] == corpus_texts(corpus, "all")
+    assert abs(len(pretrain) / len(loaded[name]) * 100 - PRETRAIN_PERCENT) < 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXTRACTORS))
+def test_builtin_is_cached_on_disk_and_deterministic(
+    name: str, loaded: dict[str, list[str]], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (cache_file,) = (home / "corpora").glob(f"{name}-*.json")
+    record = json.loads(cache_file.read_text(encoding="utf-8"))
+    assert record["name"] == name and record["texts"] == loaded[name]
+    monkeypatch.setattr(builtin, "_memo", {})
+    assert CORPORA.get(name).load() == loaded[name]  # read back from disk
+    assert builtin.finalise(EXTRACTORS[name]()) == loaded[name]  # extracted again
+
+
+def test_builtin_load_returns_a_copy(loaded: dict[str, list[str]]) -> None:
+    texts = CORPORA.get("fortunes").load()
+    texts.clear()
+    assert CORPORA.get("fortunes").load() == loaded["fortunes"]
+
+
+def test_missing_package_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LTMIA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(builtin, "FORTUNES_DIR", tmp_path / "absent")
+    with pytest.raises(InputError, match="apt-get install -y fortunes"):
+        CORPORA.get("fortunes").load()
+    assert not list((tmp_path / "home").rglob("*.json"))
+
+
+def test_pretrain_pool_is_the_documented_hash() -> None:
+    for text in ["a", "b", "some text", "ünïcode"]:
+        digest = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        assert in_pretrain_pool(text) == (digest % 100 < PRETRAIN_PERCENT)
+
+
+def test_finalise_strips_dedupes_sorts_and_caps() -> None:
+    assert builtin.finalise([" b ", "a", "b", "", "  "]) == ["a", "b"]
+    capped = builtin.finalise([f"text {i}" for i in range(100)], cap=10)
+    assert len(capped) == 10 and capped == sorted(capped)
+    assert capped == builtin.finalise([f"text {i}" for i in reversed(range(100))], cap=10)
+
+
+def test_roff_cleaner_keeps_prose_and_drops_synopsis_tags_and_code() -> None:
+    page = [
+        ".TH x 2",
+        ".SH NAME",
+        "x \\- y",
+        ".SH DESCRIPTION",
+        "The",
+        ".BR open (2)",
+        "call uses \\fIflags\\fP \\[em] see",
+        '.I "the file"',
+        ".UR http://a",
+        "link",
+        ".UE .",
+        ".TP",
+        ".B O_RDONLY",
+        "Read only.",
+        ".nf",
+        "code();",
+        ".fi",
+    ]
+    assert builtin.man_paragraphs("\n".join(page)) == [
+        "The open(2) call uses flags — see the file link.",
+        "Read only.",
+    ]
+    assert builtin.man_paragraphs(".so man3/printf.3\n") == []
+
+
+def test_rest_cleaner_keeps_prose_and_drops_titles_and_code() -> None:
+    document = [
+        "Title",
+        "=====",
+        "",
+        "See :func:`os.open`, :meth:`~a.B.c` and ``x``::",
+        "",
+        "   code()",
+        "",
+        ".. note::",
+        "",
+        "   A *note* [#]_.",
+        "",
+        ".. code-block:: c",
+        "",
+        "   int x;",
+    ]
+    paragraphs = [builtin.rst_inline(p) for p in builtin.rst_paragraphs("\n".join(document)) if "\0" not in p]
+    assert paragraphs == ["See os.open, c and x:", "A note."]
+
+
+# --- spec resolution ----------------------------------------------------------------------------------
+
+
+def test_get_corpus_by_name_and_kind_override() -> None:
+    assert get_corpus("fortunes") is CORPORA.get("fortunes")
+    assert get_corpus("fortunes", kind="code").kind == "code"
+    with pytest.raises(InputError, match="column"):
+        get_corpus("fortunes", column="text")
+
+
+def test_unknown_name_lists_names_and_other_sources() -> None:
+    with pytest.raises(UnknownNameError) as caught:
+        get_corpus("no-such-corpus")
+    message = str(caught.value)
+    assert all(name in message for name in CORPORA.names())
+    assert "path" in message and "hf:" in message and "\n" not in message
+
+
+def test_missing_path_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        get_corpus(str(tmp_path / "missing.txt"))
+    with pytest.raises(InputError, match="no such file"):
+        get_corpus("missing.jsonl")
+
+
+# --- user files ---------------------------------------------------------------------------------------
+
+
+def test_txt_lines_and_blocks(tmp_path: Path) -> None:
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes(b"one\r\n two \r\none\r\nthree\n")
+    corpus = get_corpus(str(lines))
+    assert corpus.load() == ["one", "two", "three"]
+    assert corpus.kind == "text" and not corpus.reserve_pretrain and corpus.name == str(lines)
+    blocks = tmp_path / "blocks.txt"
+    blocks.write_text("a poem\nin two lines\n\n  \nsecond block\n\r\nthird\n", encoding="utf-8")
+    assert get_corpus(str(blocks)).load() == ["a poem\nin two lines", "second block", "third"]
+
+
+def test_user_corpus_pools(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(TEXTS), encoding="utf-8")
+    corpus = get_corpus(str(path))
+    assert corpus_texts(corpus) == corpus_texts(corpus, "all") == TEXTS
+    assert corpus_texts(corpus, "pretrain") == []
+
+
+def test_jsonl_round_trip_keeps_order_and_drops_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    rows = [{"text": t, "label": i} for i, t in enumerate([*TEXTS, TEXTS[0]])] + [{"label": 9}]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n\n", encoding="utf-8")
+    assert get_corpus(str(path)).load() == TEXTS
+    path.write_text("\n".join(json.dumps({"body": t}) for t in TEXTS), encoding="utf-8")
+    assert get_corpus(str(path), column="body").load() == TEXTS
+
+
+def test_csv_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text('id,review\n1,"multi\nline, quoted"\n2,plain\n3,\n', encoding="utf-8")
+    assert get_corpus(str(path), column="review").load() == ["multi\nline, quoted", "plain"]
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": [*TEXTS, None], "n": [1, 2, 3, 4]}), path)
+    assert get_corpus(str(path)).load() == TEXTS
+    with pytest.raises(InputError, match="not text"):
+        get_corpus(str(path), column="n")
+
+
+def test_saved_dataset_round_trip(tmp_path: Path) -> None:
+    dataset = datasets.Dataset.from_dict({"content": TEXTS, "n": [1, 2, 3]})
+    dataset.save_to_disk(str(tmp_path / "single"))
+    assert get_corpus(str(tmp_path / "single"), column="content").load() == TEXTS
+    splits = datasets.DatasetDict({"train": dataset, "test": dataset.select([0])})
+    splits.save_to_disk(str(tmp_path / "dict"))
+    corpus = get_corpus(str(tmp_path / "dict"), column="content")
+    assert corpus.load() == TEXTS and corpus.kind == "text"
+    with pytest.raises(InputError, match="choose one with --column from: content, n"):
+        get_corpus(str(tmp_path / "single"))
+
+
+def test_hub_spec_uses_id_split_and_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_load_dataset(dataset_id: str, split: str) -> datasets.Dataset:
+        calls.append((dataset_id, split))
+        return datasets.Dataset.from_dict({"text": TEXTS})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert get_corpus("hf:user/name:test[:10]").load() == TEXTS
+    assert get_corpus("hf:user/name").origin.endswith("split train")
+    assert calls == [("user/name", "test[:10]"), ("user/name", "train")]
+    with pytest.raises(InputError, match="names no dataset"):
+        get_corpus("hf:")
+
+
+def test_source_folder_is_a_code_corpus(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("def a():\n    return 1\n", encoding="utf-8")
+    (tmp_path / "b.c").write_text("int b(void) { return 2; }\n", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("not code\n", encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "hook.sh").write_text("echo hidden\n", encoding="utf-8")
+    corpus = get_corpus(str(tmp_path))
+    assert corpus.kind == "code"
+    assert corpus.load() == ["int b(void) { return 2; }", "def a():\n    return 1"]
+    assert get_corpus(str(tmp_path), kind="text").kind == "text"
+
+
+def test_long_source_files_are_cut_between_top_level_blocks() -> None:
+    function = "def f{}(x):\n    y = x + 1\n\n    return y * 2  # " + "padding " * 40 + "\n\n\n"
+    source = "".join(function.format(i) for i in range(40))
+    chunks = files.code_chunks(source)
+    assert "".join(chunks) == source and len(chunks) > 1
+    assert all(len(chunk) <= files.MAX_CODE_CHARS and chunk.startswith("def f") for chunk in chunks)
+
+
+# --- user errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_missing_column_lists_the_columns(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"data{suffix}"
+    table = pa.table({"title": ["x"], "body": ["y"]})
+    if suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix == ".csv":
+        path.write_text("title,body\nx,y\n", encoding="utf-8")
+    else:
+        path.write_text(json.dumps(table.to_pylist()[0]), encoding="utf-8")
+    with pytest.raises(InputError, match="no 'text' column; choose one with --column from: title, body"):
+        get_corpus(str(path))
+    with pytest.raises(InputError, match="no column 'txt'"):
+        get_corpus(str(path), column="txt")
+
+
+def test_non_utf8_names_file_and_offset(tmp_path: Path) -> None:
+    path = tmp_path / "latin.txt"
+    path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin\.txt is not UTF-8: byte 0xe9 at offset 3; re-encode"):
+        get_corpus(str(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\n \n"])
+def test_empty_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=r"empty|no text"):
+        get_corpus(str(path))
+
+
+def test_other_user_errors(tmp_path: Path) -> None:
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"unsupported file type '\.xlsx'"):
+        get_corpus(str(tmp_path / "data.xlsx"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n[1]\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2 is not a JSON object"):
+        get_corpus(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "t.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(InputError, match="drop --column"):
+        get_corpus(str(tmp_path / "t.txt"), column="text")
+    (tmp_path / "empty-dir").mkdir()
+    with pytest.raises(InputError, match="no source files"):
+        get_corpus(str(tmp_path / "empty-dir"))
