@@ -12,7 +12,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import ProgressColumn, Task
 from rich.table import Table
+from rich.text import Text
 
 from ltmia.errors import LtmiaError
 
@@ -181,10 +184,6 @@ def finetune(
     from ltmia.finetune import finetune as run_finetune
     from ltmia.progress import step_bar
 
-    source = get_corpus(corpus, column=column, kind=kind)
-    splits = make_splits(
-        corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
-    )
     recipe = Recipe(
         epochs=epochs,
         batch_size=batch_size,
@@ -196,6 +195,10 @@ def finetune(
         grad_clip=grad_clip,
         lora=lora,
         seed=seed,
+    )
+    source = get_corpus(corpus, column=column, kind=kind)
+    splits = make_splits(
+        corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
     )
     with step_bar(console) as bar:
         target = run_finetune(
@@ -211,6 +214,84 @@ def finetune(
     console.print(
         f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s)"
     )
+
+
+# ---------------------------------------------------------------------------------------------- extract
+class _TextsPerSecond(ProgressColumn):
+    """Progress column: the task's speed in texts per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} texts/s")
+
+
+@app.command("extract")
+def extract_command(
+    target: Annotated[Path, typer.Option(help="Target directory written by ltmia finetune.")],
+    out: Annotated[Path, typer.Option(help="Store directory to write (an interrupted run is continued).")],
+    reference: Annotated[
+        str | None, typer.Option(help="Reference model; default the target's base (LoRA: adapters off).")
+    ] = None,
+    batch_size: int = 16,
+    shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = 1024,
+    dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = "float32",
+    k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
+    corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
+    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> None:
+    """Write a target's feature store: LT-MIA features and baseline token stats of its members and
+    non-members (SPEC §4-5)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ltmia.store import Store, StoreSettings, extract_target
+
+    settings = StoreSettings(k=k, dtype=dtype, shard_size=shard_size, batch_size=batch_size)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _TextsPerSecond())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("target + reference", total=None)
+        store = extract_target(
+            target,
+            out,
+            settings,
+            reference=reference,
+            corpus=corpus,
+            column=column,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            on_texts=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    manifest = Store(store).manifest
+    console.print(f"store {store}: {manifest['n']} texts in {len(manifest['shards'])} shards")
+
+
+# -------------------------------------------------------------------------------------------- baselines
+@app.command()
+def baselines(
+    store: Annotated[Path, typer.Argument(help="Store directory written by ltmia extract.")],
+    split: Annotated[str, typer.Option(help="Split to score: train, val, test, or all rows.")] = "test",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """Score a store's split with every baseline attack (SPEC §5) and print SPEC §7's metrics."""
+    from ltmia.artefacts import write_json
+    from ltmia.store import Store, score_store
+
+    results = score_store(Store(store), None if split == "all" else split)
+    headers = ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members")
+    table = Table(*headers, title=f"Baselines on {store} ({split})")
+    for name, result in sorted(results.items(), key=lambda item: -item[1].auc):
+        table.add_row(
+            name,
+            f"{result.auc:.3f}",
+            f"{result.tpr_at_1pct:.3f}",
+            result.format_tpr01(),
+            str(result.n_members),
+            str(result.n_nonmembers),
+        )
+    console.print(table)
+    if json_out is not None:
+        attacks = {name: result.to_dict() for name, result in results.items()}
+        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks})
 
 
 # ------------------------------------------------------------------------------------------------- demo
@@ -231,8 +312,13 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console)])
     logging.getLogger("ltmia").setLevel(logging.INFO)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # ltmia shows its own progress
     try:
         app()
     except LtmiaError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] {escape(str(error))}", highlight=False
+        )
         sys.exit(2)

@@ -66,6 +66,8 @@ def get_corpus(spec: str, *, column: str | None = None, kind: Kind | None = None
     A registered name wins over a same-named file in the working directory (write ``./name`` for the file).
     User sources are read here, so a bad file or column fails before any training starts.
     """
+    if kind not in (None, "text", "code"):
+        raise InputError(f"kind {kind!r} is not one of: text, code")
     if spec in CORPORA:
         if column is not None:
             raise InputError(f"column applies to files and hf: datasets, not to the built-in corpus {spec!r}")

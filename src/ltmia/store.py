@@ -1,0 +1,479 @@
+"""The feature store: one target's LT-MIA features and baseline token stats on disk (SPEC §4, §5).
+
+A store is a directory (the ``save_pretrained`` idea of ``ltmia.artefacts``):
+
+- ``rows.json``: per row (one text) the text, its SHA-256, label (1 member, 0 non-member), split and pair
+  index. The texts are kept because the zlib baseline reads them (SPEC §5) and audits show them; the store
+  is the user's own artefact, as private as the corpus it came from.
+- ``shard-00000.safetensors``, ...: for ``shard_size`` consecutive rows, ``features`` (n, L, 7k+14) float32
+  or float16, ``mask`` (n, L) bool and the `TokenStats` arrays (n, L-1), float32 / bool.
+- ``manifest.json``: models, source, settings, feature layout version, package versions, and each file's
+  SHA-256 and row count.
+
+A target's rows come split by split (train, val, test of SPEC §2), each pair as (member i, non-member i):
+every split is a contiguous, class-balanced run of rows, so reading the test split touches only the last
+shards. Extraction is resumable: shards are written atomically into ``<out>.partial`` beside ``plan.json``
+(everything the numbers depend on); a re-run with the same plan continues after the last whole shard, and
+as shards start at fixed rows and are batched alike, the finished store is byte-identical to an
+uninterrupted run. Safetensors holds no code (no pickle) and is read lazily, so stores larger than memory
+stream shard by shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from functools import partial as partial_call
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from ltmia.artefacts import MANIFEST, read_manifest, versions, write_json
+from ltmia.attacks import ATTACKS, score
+from ltmia.corpora import corpus_texts, get_corpus
+from ltmia.data import SEQ_LEN, Kind, filter_texts, text_hash
+from ltmia.errors import InputError, OutputExistsError
+from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
+from ltmia.finetune import resolve_device
+from ltmia.metrics import MetricResult, evaluate
+from ltmia.models import adapter_base, load_causal_lm, load_tokenizer
+from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
+from ltmia.tokenstats import TokenStats
+
+log = logging.getLogger(__name__)
+
+STORE_ARTEFACT = "ltmia-store"
+ROWS_FILE = "rows.json"
+PLAN_FILE = "plan.json"
+PAIR_SPLITS = ("train", "val", "test")  # SPEC §2 order; rows of a target store follow it
+UNSPLIT = "all"  # the split of rows given without one
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+STAT_NAMES = tuple(f.name for f in fields(TokenStats))
+
+OnTexts = Callable[[int, int], None]
+"""Progress callback ``on_texts(done, total)``: texts in the store so far (finished shards included)."""
+
+
+@dataclass
+class StoreSettings:
+    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32)."""
+
+    k: int = 20
+    dtype: str = "float32"
+    shard_size: int = 1024
+    batch_size: int = 16
+    seq_len: int = SEQ_LEN
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise InputError(f"dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}")
+        if min(self.k, self.shard_size, self.batch_size) < 1 or self.seq_len < 2:
+            raise InputError("k, shard size and batch size must be at least 1 and the sequence length 2")
+
+
+@dataclass
+class Rows:
+    """The N texts of a store and what each is: label (1 member, 0 non-member), split name, pair index.
+
+    Texts and labels are enough: ``split`` then defaults to "all" for every row and ``pair`` to -1 (none).
+    """
+
+    texts: list[str]
+    labels: list[int]
+    split: list[str] | None = None
+    pair: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        self.labels = [int(label) for label in self.labels]
+        self.split = [UNSPLIT] * n if self.split is None else [str(name) for name in self.split]
+        self.pair = [-1] * n if self.pair is None else [int(i) for i in self.pair]
+        if n == 0 or not all(isinstance(text, str) and text for text in self.texts):
+            raise InputError("a store needs at least one text, and every text must be a non-empty string")
+        if not len(self.labels) == len(self.split) == len(self.pair) == n:
+            raise InputError(f"{n} texts need as many labels, split names and pair indices")
+        if set(self.labels) - {0, 1}:
+            raise InputError("labels must be 1 (member) or 0 (non-member)")
+
+    def record(self) -> dict[str, list]:
+        """The JSON columns of ``rows.json``."""
+        hashes = [text_hash(text) for text in self.texts]
+        return {
+            "text": self.texts,
+            "sha256": hashes,
+            "label": self.labels,
+            "split": self.split,
+            "pair": self.pair,
+        }
+
+
+def target_record(target: Path) -> tuple[dict, dict]:
+    """A target directory's manifest and split record (``splits.json``); anything else is an InputError."""
+    manifest = read_manifest(target)
+    if (
+        manifest is None
+        or manifest.get("artefact") != "ltmia-target"
+        or not (target / "splits.json").exists()
+    ):
+        raise InputError(f"{target} is not a target directory; write one with ltmia finetune")
+    return manifest, json.loads((target / "splits.json").read_text())
+
+
+def target_rows(target: Path, corpus: str | None = None, column: str | None = None) -> Rows:
+    """The members and non-members of a target, found by the SHA-256s its ``splits.json`` records (SPEC §2).
+
+    A target records only hashes, so each text is looked up by hash in the corpus its manifest names (or
+    ``corpus``): a text changed or gone since fine-tuning is an InputError, never a silently different text.
+    Looking up by hash rather than re-running ``make_splits`` also survives a corpus that grew or reordered.
+    """
+    manifest, record = target_record(Path(target))
+    spec = corpus or manifest["source"].get("corpus")
+    if spec is None:
+        raise InputError(f"{target} records no corpus; name the one it was fine-tuned on with --corpus")
+    source = get_corpus(spec, column=column, kind=manifest["kind"])
+    by_hash = {text_hash(text): text for text in filter_texts(corpus_texts(source, pool="all"))}
+    hashes = record["hashes"]
+    missing = [h for h in hashes["members"] + hashes["non_members"] if h not in by_hash]
+    if missing:
+        raise InputError(
+            f"{len(missing)} of the texts {target}/splits.json records are not in corpus {spec!r} (first: "
+            f"sha256 {missing[0][:12]}...); pass the corpus (and --column) the target was fine-tuned on"
+        )
+    entries = [
+        (by_hash[hashes[group][i]], label, name, i)
+        for name in PAIR_SPLITS
+        for i in record["pairs"][name]
+        for label, group in ((1, "members"), (0, "non_members"))
+    ]
+    texts, labels, split, pair = (list(values) for values in zip(*entries, strict=True))
+    return Rows(texts, labels, split, pair)
+
+
+def split_counts(rows: Rows) -> dict[str, dict[str, int]]:
+    """Members and non-members per split name, in the rows' order of first appearance."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, label in zip(rows.split, rows.labels, strict=True):
+        entry = counts.setdefault(name, {"members": 0, "non_members": 0})
+        entry["members" if label else "non_members"] += 1
+    return counts
+
+
+def store_plan(rows: Rows, settings: StoreSettings, kind: Kind, models: dict, source: dict) -> dict:
+    """Everything a store's bytes depend on (versions aside): equal plans give byte-identical stores."""
+    fingerprint = hashlib.sha256(json.dumps(rows.record(), sort_keys=True).encode()).hexdigest()
+    return {
+        "artefact": STORE_ARTEFACT,
+        "models": models,
+        "source": source,
+        "kind": kind,
+        **asdict(settings),
+        "feature_dim": feature_dim(settings.k),
+        "feature_layout_version": FEATURE_LAYOUT_VERSION,
+        "n": len(rows.texts),
+        "splits": split_counts(rows),
+        "rows_fingerprint": fingerprint,
+    }
+
+
+def finished_store(out: Path, plan: dict) -> bool:
+    """Whether ``out`` is a finished store of ``plan`` (so it is reused); another store there is refused."""
+    manifest = read_manifest(out) if out.is_dir() else None
+    if manifest is None or manifest.get("artefact") != STORE_ARTEFACT:
+        return False
+    changed = [key for key in plan if manifest.get(key) != plan[key]]
+    if changed:
+        raise OutputExistsError(
+            f"{out} is a store of other texts or settings ({', '.join(changed)} differ); "
+            "choose another output directory or remove it yourself"
+        )
+    return True
+
+
+def scratch_dir(out: Path, plan: dict) -> Path:
+    """``<out>.partial`` with the finished shards of an interrupted run of ``plan`` (others are replaced).
+
+    Like ``ltmia.artefacts.building`` it refuses an existing ``out``, but it keeps scratch work whose plan
+    matches, which is what makes extraction resumable.
+    """
+    if out.exists():
+        raise OutputExistsError(
+            f"{out} exists and is not a finished ltmia store; choose another output directory "
+            "or remove it yourself"
+        )
+    partial = out.with_name(out.name + ".partial")
+    plan_file = partial / PLAN_FILE
+    if partial.exists() and not (plan_file.exists() and json.loads(plan_file.read_text()) == plan):
+        log.warning("replacing unfinished work of other texts or settings in %s", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, plan)
+    return partial
+
+
+def shard_file(index: int) -> str:
+    """File name of shard ``index``; zero-padded so names sort in row order."""
+    return f"shard-{index:05d}.safetensors"
+
+
+def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the shards of an n-row store."""
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+
+def write_shard(path: Path, signals: Signals, dtype: torch.dtype) -> None:
+    """One shard's arrays -> ``path`` through a temporary file and a rename, so a shard on disk is whole."""
+    tensors = {
+        "features": signals.features.to(dtype),
+        "mask": signals.mask,
+        **{name: getattr(signals.stats, name) for name in STAT_NAMES},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def batch_progress(on_texts: OnTexts, done: int, total: int) -> Callable[[int], None]:
+    """An ``extract`` ``on_batch`` callback that reports the store's running text count to ``on_texts``."""
+
+    def on_batch(count: int) -> None:
+        nonlocal done
+        done += count
+        on_texts(done, total)
+
+    return on_batch
+
+
+def build_store(
+    target: nn.Module,
+    reference: nn.Module | None,
+    tokenizer,
+    rows: Rows,
+    out: Path,
+    settings: StoreSettings | None = None,
+    *,
+    kind: Kind = "text",
+    models: dict | None = None,
+    source: dict | None = None,
+    on_texts: OnTexts | None = None,
+) -> Path:
+    """Rows through target and reference (``ltmia.signals.extract``; ``reference=None``: the LoRA target
+    with adapters disabled) -> a store at ``out`` of (N, L, 7k+14) features, (N, L) mask and (N, L-1) stats.
+
+    ``models`` and ``source`` (JSON-able) describe where models and texts came from, for the manifest. A
+    finished store of the same plan is returned as is; an interrupted one is continued.
+    """
+    out, settings = Path(out), settings or StoreSettings()
+    plan = store_plan(rows, settings, kind, models or {}, source or {})
+    if finished_store(out, plan):
+        log.info("%s is a finished store; skipping", out)
+        return out
+    check_compatible(target, reference, tokenizer)
+    if settings.k >= output_width(target):
+        raise InputError(
+            f"k={settings.k} needs a vocabulary larger than k; the models have {output_width(target)}"
+        )
+    partial = scratch_dir(out, plan)
+    write_json(partial / ROWS_FILE, rows.record())
+    options = dict(kind=kind, k=settings.k, batch_size=settings.batch_size, seq_len=settings.seq_len)
+    signals_of = partial_call(extract, target, reference, tokenizer, **options)
+    n, ranges = len(rows.texts), shard_ranges(len(rows.texts), settings.shard_size)
+    for index, (start, stop) in enumerate(ranges):
+        path = partial / shard_file(index)
+        if not path.exists():
+            on_batch = batch_progress(on_texts, start, n) if on_texts else None
+            write_shard(path, signals_of(rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype])
+        elif on_texts is not None:
+            on_texts(stop, n)
+    finish(partial, out, plan, ranges)
+    return out
+
+
+def finish(partial: Path, out: Path, plan: dict, ranges: list[tuple[int, int]]) -> None:
+    """Write the manifest (plan, file checksums, versions) last, then rename the scratch dir to ``out``."""
+    shards = [
+        {"file": shard_file(i), "rows": stop - start, "sha256": file_sha256(partial / shard_file(i))}
+        for i, (start, stop) in enumerate(ranges)
+    ]
+    rows_file = {"file": ROWS_FILE, "rows": plan["n"], "sha256": file_sha256(partial / ROWS_FILE)}
+    (partial / PLAN_FILE).unlink()
+    write_json(partial / MANIFEST, {**plan, "rows_file": rows_file, "shards": shards, "versions": versions()})
+    os.replace(partial, out)
+
+
+def extract_target(
+    target: Path,
+    out: Path,
+    settings: StoreSettings | None = None,
+    *,
+    reference: str | None = None,
+    corpus: str | None = None,
+    column: str | None = None,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    on_texts: OnTexts | None = None,
+) -> Path:
+    """The store of a target directory: its members and non-members (``target_rows``), SPEC §4-5 signals.
+
+    The reference defaults to the base model the target's manifest records; for a LoRA target it is the
+    target with adapters disabled (SPEC §3), so no second model is loaded. ``corpus`` / ``column`` name the
+    fine-tuning corpus when the recorded name no longer resolves (a moved file, a table column).
+    """
+    target, out, settings = Path(target).resolve(), Path(out), settings or StoreSettings()
+    manifest, _ = target_record(target)
+    rows = target_rows(target, corpus, column)
+    lora_base = adapter_base(str(target)) if reference is None else None
+    reference = None if lora_base else resolved(reference or manifest["base"])
+    models = {
+        "target": str(target),
+        "reference": lora_base or reference,
+        "reference_adapters_disabled": lora_base is not None,
+        "tokenizer": str(target),
+    }
+    overrides = {"corpus": corpus, "column": column}
+    source = {**manifest["source"], **{key: value for key, value in overrides.items() if value}}
+    if finished_store(out, store_plan(rows, settings, manifest["kind"], models, source)):
+        return out
+    target_model, reference_model, tokenizer = load_models(target, reference, device, trust_remote_code)
+    return build_store(
+        target_model,
+        reference_model,
+        tokenizer,
+        rows,
+        out,
+        settings,
+        kind=manifest["kind"],
+        models=models,
+        source=source,
+        on_texts=on_texts,
+    )
+
+
+def load_models(target: Path, reference: str | None, device: str, trust_remote_code: bool) -> tuple:
+    """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
+
+    Both models get the tokenizer's vocabulary size, as fine-tuning did (``load_tokenizer`` may add EOS).
+    """
+    tokenizer = load_tokenizer(str(target), trust_remote_code)
+    options = dict(trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
+    torch_device = resolve_device(device)
+    target_model = load_causal_lm(str(target), **options).to(torch_device)
+    reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
+    return target_model, reference_model, tokenizer
+
+
+def resolved(spec: str) -> str:
+    """A model spec as the manifest records it: an absolute path for a local directory, else the hub id."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
+class Store:
+    """A finished feature store, read lazily: row metadata in memory, arrays one shard at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        manifest = read_manifest(self.path) if self.path.is_dir() else None
+        if manifest is None or manifest.get("artefact") != STORE_ARTEFACT:
+            raise InputError(f"{path} is not a finished feature store; write one with ltmia extract")
+        self.manifest = manifest
+        record = json.loads((self.path / ROWS_FILE).read_text())
+        self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member
+        self.split = np.asarray(record["split"])  # (N,) split names
+        self.pair = np.asarray(record["pair"], dtype=np.int64)  # (N,) pair index, -1 for none
+        self.hashes: list[str] = record["sha256"]
+        self._texts: list[str] = record["text"]
+
+    @property
+    def n(self) -> int:
+        """Number of rows (texts)."""
+        return len(self.labels)
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Ascending row indices of ``split`` (all rows for None); a split the store lacks: InputError."""
+        if split is None:
+            return np.arange(self.n)
+        rows = np.flatnonzero(self.split == split)
+        if rows.size == 0:
+            present = ", ".join(dict.fromkeys(self.split.tolist()))
+            raise InputError(f"{self.path} has no {split!r} rows; its splits are: {present}")
+        return rows
+
+    def texts(self, split: str | None = None) -> list[str]:
+        """The texts of ``split`` in row order (the zlib baseline reads them, SPEC §5)."""
+        return [self._texts[i] for i in self.rows(split)]
+
+    def iter_shards(self, split: str | None = None) -> Iterator[dict[str, Tensor]]:
+        """Per shard holding rows of ``split``, those rows: ``features`` (n, L, d), ``mask`` (n, L), the
+        `TokenStats` arrays (n, L-1), ``label`` (n,) and ``row`` (n,) store row indices.
+
+        Shards are opened with ``safe_open`` (memory-mapped) and only the span of wanted rows is read, so
+        a store larger than memory streams.
+        """
+        wanted = self.rows(split)
+        start = 0
+        for shard in self.manifest["shards"]:
+            stop = start + shard["rows"]
+            rows = wanted[(wanted >= start) & (wanted < stop)]
+            if rows.size:
+                yield {
+                    **self._read_rows(shard["file"], rows - start),
+                    "label": torch.from_numpy(self.labels[rows]),
+                    "row": torch.from_numpy(rows),
+                }
+            start = stop
+
+    def _read_rows(self, file: str, local: np.ndarray) -> dict[str, Tensor]:
+        """Arrays of ascending shard-local rows ``local``: the span they cover, then those rows of it."""
+        lo, hi = int(local[0]), int(local[-1]) + 1
+        with safe_open(self.path / file, framework="pt") as arrays:
+            names = arrays.keys()  # a safe_open handle is not iterable itself
+            span = {name: arrays.get_slice(name)[lo:hi] for name in names}
+        if hi - lo == local.size:
+            return span
+        index = torch.from_numpy(local - lo)
+        return {name: tensor[index] for name, tensor in span.items()}
+
+    def stats(self, split: str | None = None) -> TokenStats:
+        """The baselines' token stats (n, L-1) of ``split``, in row order."""
+        shards = self.iter_shards(split)
+        return concat_stats([TokenStats(**{name: shard[name] for name in STAT_NAMES}) for shard in shards])
+
+    def features(self, split: str | None = None) -> tuple[Tensor, Tensor]:
+        """Features (n, L, 7k+14) in the stored dtype and mask (n, L) of ``split``, in row order."""
+        shards = list(self.iter_shards(split))
+        return torch.cat([s["features"] for s in shards]), torch.cat([s["mask"] for s in shards])
+
+    def verify(self) -> None:
+        """Recompute every file's SHA-256; a file that differs from the manifest's is an InputError."""
+        for entry in [self.manifest["rows_file"], *self.manifest["shards"]]:
+            if file_sha256(self.path / entry["file"]) != entry["sha256"]:
+                raise InputError(
+                    f"{self.path / entry['file']} does not match its checksum in the manifest; "
+                    "the store is damaged, extract it again"
+                )
+
+
+def score_store(store: Store, split: str | None = "test") -> dict[str, MetricResult]:
+    """Every registered baseline (SPEC §5) on one split of a store (None: all rows) -> SPEC §7 metrics."""
+    labels = store.labels[store.rows(split)]
+    if labels.min() == labels.max():
+        raise InputError(f"split {split!r} of {store.path} holds only one class; metrics need both")
+    stats, texts = store.stats(split), store.texts(split)
+    return {name: evaluate(labels, score(name, stats, texts)) for name in ATTACKS}

@@ -1,0 +1,113 @@
+"""The CLI wires components: commands run, and user errors are one line with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ltmia.cli import app
+
+runner = CliRunner()
+
+
+def ltmia(*args: str) -> subprocess.CompletedProcess:
+    """Run the real console entry point, so error handling in ``main`` is exercised too."""
+    code = "import sys; from ltmia.cli import main; sys.argv = ['ltmia', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_corpora_list_and_show():
+    listed = runner.invoke(app, ["corpora", "list"])
+    assert listed.exit_code == 0
+    for name in ("stdlib-docs", "stdlib-code", "fortunes", "wordnet", "python-docs", "manpages"):
+        assert name in listed.output
+    shown = runner.invoke(app, ["corpora", "show", "fortunes"])
+    assert shown.exit_code == 0 and "licence" in shown.output and "pretraining pool" in shown.output
+
+
+def test_corpora_sample_prints_real_texts(tmp_path):
+    path = tmp_path / "mine.txt"
+    texts = [
+        f"Line {i} of a small corpus that a user brings along, long enough to be kept." for i in range(5)
+    ]
+    path.write_text("\n".join(texts))
+    result = runner.invoke(app, ["corpora", "sample", str(path), "-n", "2"])
+    assert result.exit_code == 0
+    assert sum(text in result.output for text in texts) == 2
+
+
+def test_unknown_names_are_one_line_errors():
+    result = ltmia("corpora", "show", "no-such-corpus")
+    assert result.returncode == 2
+    assert "unknown corpus 'no-such-corpus'; choose one of: stdlib-docs" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = ltmia("zoo", "build", "--arch", "transformerz", "--out", "/tmp/never-created")
+    assert result.returncode == 2 and "unknown architecture 'transformerz'" in result.stderr
+
+
+def test_finetune_command_writes_a_target(tmp_path, tiny_base, docstrings):
+    corpus = tmp_path / "texts.jsonl"
+    corpus.write_text("\n".join(json.dumps({"body": text}) for text in docstrings[:60]))
+    out = tmp_path / "target"
+    args = [
+        "finetune",
+        "--base",
+        str(tiny_base),
+        "--corpus",
+        str(corpus),
+        "--column",
+        "body",
+        "--out",
+        str(out),
+        "--members",
+        "20",
+        "--val",
+        "4",
+        "--non-members",
+        "20",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"]["epochs"] == 1 and manifest["source"] == {"corpus": str(corpus)}
+    assert json.loads((out / "splits.json").read_text())["sizes"] == {
+        "members": 20,
+        "val": 4,
+        "non_members": 20,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--members", "500", "--non-members", "500"], "needs 1100"),
+        (["--optimizer", "adam", "--val", "4"], "optimizer 'adam' is not one of: adamw, sgd"),
+    ],
+)
+def test_finetune_bad_settings_are_one_line_errors(tmp_path, tiny_base, docstrings, args, message):
+    corpus = tmp_path / "texts.txt"
+    corpus.write_text("\n".join(text.replace("\n", " ") for text in docstrings[:60]))
+    result = ltmia(
+        "finetune",
+        "--base",
+        str(tiny_base),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(tmp_path / "t"),
+        "--members",
+        "20",
+        "--non-members",
+        "20",
+        *args,
+    )
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "t").exists()
