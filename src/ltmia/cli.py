@@ -13,9 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import ProgressColumn, Task
 from rich.table import Table
-from rich.text import Text
 
 from ltmia.errors import LtmiaError
 
@@ -217,13 +215,6 @@ def finetune(
 
 
 # ---------------------------------------------------------------------------------------------- extract
-class _TextsPerSecond(ProgressColumn):
-    """Progress column: the task's speed in texts per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:.1f} texts/s")
-
-
 @app.command("extract")
 def extract_command(
     target: Annotated[Path, typer.Option(help="Target directory written by ltmia finetune.")],
@@ -242,14 +233,11 @@ def extract_command(
 ) -> None:
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from ltmia.progress import text_bar
     from ltmia.store import Store, StoreSettings, extract_target
 
     settings = StoreSettings(k=k, dtype=dtype, shard_size=shard_size, batch_size=batch_size)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _TextsPerSecond())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("target + reference", total=None)
+    with text_bar(console, "target + reference") as on_texts:
         store = extract_target(
             target,
             out,
@@ -259,7 +247,7 @@ def extract_command(
             column=column,
             device=device,
             trust_remote_code=trust_remote_code,
-            on_texts=lambda done, total: progress.update(task, completed=done, total=total),
+            on_texts=on_texts,
         )
     manifest = Store(store).manifest
     console.print(f"store {store}: {manifest['n']} texts in {len(manifest['shards'])} shards")
@@ -274,21 +262,11 @@ def baselines(
 ) -> None:
     """Score a store's split with every baseline attack (SPEC §5) and print SPEC §7's metrics."""
     from ltmia.artefacts import write_json
+    from ltmia.progress import metrics_table
     from ltmia.store import Store, score_store
 
     results = score_store(Store(store), None if split == "all" else split)
-    headers = ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members")
-    table = Table(*headers, title=f"Baselines on {store} ({split})")
-    for name, result in sorted(results.items(), key=lambda item: -item[1].auc):
-        table.add_row(
-            name,
-            f"{result.auc:.3f}",
-            f"{result.tpr_at_1pct:.3f}",
-            result.format_tpr01(),
-            str(result.n_members),
-            str(result.n_nonmembers),
-        )
-    console.print(table)
+    console.print(metrics_table(results, f"Baselines on {store} ({split})"))
     if json_out is not None:
         attacks = {name: result.to_dict() for name, result in results.items()}
         write_json(json_out, {"store": str(store), "split": split, "attacks": attacks})

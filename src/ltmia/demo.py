@@ -6,6 +6,7 @@ artefact directories, so a second ``ltmia demo`` skips straight to scoring).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from ltmia.data import make_splits
 from ltmia.finetune import Recipe, finetune
 from ltmia.metrics import evaluate
 from ltmia.models import load_causal_lm, load_tokenizer
+from ltmia.progress import metrics_table
 from ltmia.signals import extract
 from ltmia.zoo.pretrain import ZooSettings, build_zoo, pretrain_recipe
 
@@ -85,35 +87,13 @@ def _report(base: Path, target: Path, results: dict, seconds: float, n_texts: in
         f"{base} ({zoo_manifest['parameters']:,} parameters, pretrained "
         f"{zoo_manifest['seconds'] / 60:.1f} min, val loss {pretrain['val_loss']:.3f})",
     )
-    epochs = ", ".join(f"{e['val_loss']:.3f}" for e in read_manifest_log(target))
+    train_log = json.loads((target / "train_log.json").read_text())
+    epochs = ", ".join(f"{e['val_loss']:.3f}" for e in train_log["epochs"])
     lines.add_row(
         "target",
         f"{target} (fine-tuned {target_manifest['seconds'] / 60:.1f} min; val loss per "
         f"epoch {epochs}; kept epoch {target_manifest['best_epoch']})",
     )
     lines.add_row("scoring", f"{n_texts} texts through target + reference in {seconds:.1f} s")
-    table = Table(
-        "attack",
-        "AUC",
-        "TPR@1%FPR",
-        "TPR@0.1%FPR",
-        "members",
-        "non-members",
-        title="Membership inference on the demo target (all member/non-member pairs)",
-    )
-    for name, result in sorted(results.items(), key=lambda item: -item[1].auc):
-        table.add_row(
-            name,
-            f"{result.auc:.3f}",
-            f"{result.tpr_at_1pct:.3f}",
-            result.format_tpr01(),
-            str(result.n_members),
-            str(result.n_nonmembers),
-        )
+    table = metrics_table(results, "Membership inference on the demo target (all member/non-member pairs)")
     return Group(lines, table)
-
-
-def read_manifest_log(target: Path) -> list[dict]:
-    import json
-
-    return json.loads((target / "train_log.json").read_text())["epochs"]

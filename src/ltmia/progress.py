@@ -1,4 +1,4 @@
-"""Progress display for long jobs: one rich line per task with epoch, step count, loss and elapsed time.
+"""Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s) and metric tables.
 
 Library code reports through plain callbacks (``on_step(epoch, loss)``) so it stays usable without a
 terminal; the CLI turns them into progress lines here.
@@ -10,7 +10,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ltmia.metrics import MetricResult
 
 
 class StepBar:
@@ -44,3 +57,34 @@ def step_bar(console: Console) -> Iterator[StepBar]:
     )
     with Progress(*columns, console=console) as progress:
         yield StepBar(progress)
+
+
+class TextsPerSecond(ProgressColumn):
+    """Progress column: the task's speed in texts per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} texts/s")
+
+
+@contextmanager
+def text_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar over texts (done / total, texts/s); yields the ``on_texts(done, total)`` callback."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextsPerSecond())
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def metrics_table(results: dict[str, MetricResult], title: str) -> Table:
+    """SPEC §7 metrics of several attacks as one table, best AUC first."""
+    table = Table("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members", title=title)
+    for name, result in sorted(results.items(), key=lambda item: -item[1].auc):
+        table.add_row(
+            name,
+            f"{result.auc:.3f}",
+            f"{result.tpr_at_1pct:.3f}",
+            result.format_tpr01(),
+            str(result.n_members),
+            str(result.n_nonmembers),
+        )
+    return table
