@@ -1,10 +1,13 @@
 """Training speed of every zoo family under the fine-tuning recipe, with and without ltmia's fast paths.
 
 The recipe is batch 16, sequence length 128, AdamW, fp32 on CPU with 2 threads; a step is forward + backward
-+ optimizer step. Families that ``enable_fast_paths`` changes (Mamba) are also timed on the stock
-``transformers`` path, with fewer steps since a stock Mamba step takes about a minute. Step times are
-wall-clock; the median is reported (other processes on a shared machine inflate single steps) together with
-the fastest step and the load average before the run.
++ optimizer step. Families that ``enable_fast_paths`` changes (Mamba, RWKV, RecurrentGemma) are also timed on
+the stock ``transformers`` path (``stock``), with fewer steps since a stock Mamba step takes about a minute.
+
+Step times are wall-clock. On a shared machine other processes inflate them badly (with 2 threads on 2
+cores, one busy neighbour can make a step 10-30x slower), so before each timing the script waits, up to
+``--max-wait`` seconds, for the CPUs to be idle, records whether they were, and reports the median step
+together with the fastest.
 
     PYTHONPATH=src python benchmarks/train_speed.py [--families mamba llama] [--steps 10] [--threads 2]
 """
@@ -21,14 +24,34 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers.models.mamba.modeling_mamba import MambaMixer
 
-from ltmia.zoo.architectures import ARCHITECTURES, build_model, count_parameters
-from ltmia.zoo.fast_mamba import FastMambaMixer
+from ltmia.zoo.architectures import ARCHITECTURES, build_model, count_parameters, disable_fast_paths
 
 VOCAB, EOS, PAD = 4096, 0, 1
 BATCH, LENGTH = 16, 128
 OUT = Path(__file__).parent / "results" / "train_speed.json"
+
+
+def cpu_busy(interval: float = 1.0) -> float:
+    """Fraction of all CPUs' time spent busy over ``interval`` seconds (Linux ``/proc/stat``)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_for_idle(max_wait: float, threshold: float = 0.15) -> bool:
+    """Wait until the CPUs are idle (True), or give up after ``max_wait`` seconds (False)."""
+    deadline = time.monotonic() + max_wait
+    while cpu_busy() > threshold:
+        if time.monotonic() > deadline:
+            return False
+    return True
 
 
 def step_times(model: torch.nn.Module, warmup: int, steps: int) -> list[float]:
@@ -47,58 +70,58 @@ def step_times(model: torch.nn.Module, warmup: int, steps: int) -> list[float]:
     return times
 
 
-def stock(model: torch.nn.Module) -> torch.nn.Module:
-    """The same model on the stock ``transformers`` code path (undoes ``enable_fast_paths``)."""
-    for module in model.modules():
-        if isinstance(module, FastMambaMixer):
-            module.__class__ = MambaMixer
-    return model
-
-
-def summary(times: list[float], params: int) -> dict[str, float | int]:
+def timing(model: torch.nn.Module, warmup: int, steps: int, max_wait: float) -> dict[str, object]:
+    idle = wait_for_idle(max_wait)
+    times = step_times(model, warmup, steps)
     median = statistics.median(times)
     return {
-        "params": params,
         "steps_per_s": round(1 / median, 3),
         "median_step_s": round(median, 4),
         "fastest_step_s": round(min(times), 4),
         "timed_steps": len(times),
+        "cpus_idle_before": idle,
     }
 
 
-def measure(arch: str, warmup: int, steps: int, stock_steps: int) -> dict[str, dict[str, float | int]]:
-    """``fast`` (as ``build_model`` returns it) and, where that differs from stock, ``stock``."""
+def measure(arch: str, args: argparse.Namespace) -> dict[str, object]:
+    """Parameters, ``fast`` (as ``build_model`` returns it) and, where that differs from stock, ``stock``."""
     model = build_model(arch, VOCAB, EOS, PAD)
-    params = count_parameters(model)
-    result = {"fast": summary(step_times(model, warmup, steps), params)}
-    if stock_steps and any(isinstance(m, FastMambaMixer) for m in model.modules()):
-        slow = stock(build_model(arch, VOCAB, EOS, PAD))
-        result["stock"] = summary(step_times(slow, 1, stock_steps), params)
+    classes = [type(m) for m in model.modules()]
+    result = {
+        "params": count_parameters(model),
+        "fast": timing(model, args.warmup, args.steps, args.max_wait),
+    }
+    stock = disable_fast_paths(model)
+    if args.stock_steps and [type(m) for m in stock.modules()] != classes:
+        result["stock"] = timing(stock, 1, args.stock_steps, args.max_wait)
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--families", nargs="+", default=ARCHITECTURES.names())
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--stock-steps", type=int, default=2, help="0 skips the stock-path timings")
+    parser.add_argument("--stock-steps", type=int, default=3, help="0 skips the stock-path timings")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="seconds to wait for idle CPUs")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = {
-        "recipe": {"batch": BATCH, "length": LENGTH, "vocab": VOCAB, "optimizer": "AdamW", "dtype": "float32"},
+    report: dict[str, object] = {
+        "recipe": {"batch": BATCH, "length": LENGTH, "optimizer": "AdamW", "dtype": "float32"},
+        "vocab": VOCAB,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "loadavg_before": os.getloadavg()[0],
         "families": {},
     }
     for arch in args.families:
-        report["families"][arch] = measure(arch, args.warmup, args.steps, args.stock_steps)
+        report["families"][arch] = measure(arch, args)
         print(arch, json.dumps(report["families"][arch]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
