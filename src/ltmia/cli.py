@@ -124,7 +124,9 @@ def _print_zoo(zoo: Path, archs: list[str]) -> None:
     from ltmia.artefacts import read_manifest
     from ltmia.zoo.architectures import ARCHITECTURES
 
-    table = Table("architecture", "family", "parameters", "pretrained", "val loss", "minutes")
+    table = Table(
+        "architecture", "family", "parameters", "pretrained", "val loss", "minutes", title=f"zoo {zoo}"
+    )
     for name in archs:
         manifest = read_manifest(zoo / name)
         if manifest is None:
@@ -135,7 +137,7 @@ def _print_zoo(zoo: Path, archs: list[str]) -> None:
             name,
             manifest["family"],
             f"{manifest['parameters']:,}",
-            str(zoo / name),
+            "yes",
             f"{history[-1].get('val_loss', float('nan')):.3f}",
             f"{manifest['seconds'] / 60:.1f}",
         )

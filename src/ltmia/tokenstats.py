@@ -60,7 +60,14 @@ def logit_chunks(
     positions = attention_mask[:, 1:].bool().nonzero()
     for start in range(0, positions.shape[0], chunk_positions):
         n, t = positions[start : start + chunk_positions].unbind(1)
-        yield n, t, target_logits[n, t].float(), reference_logits[n, t].float(), input_ids[n, t + 1]
+        yield n, t, position_rows(target_logits, n, t), position_rows(reference_logits, n, t), input_ids[n, t + 1]
+
+
+def position_rows(logits: Tensor, n: Tensor, t: Tensor) -> Tensor:
+    """(N, L, V), (C,) x2 -> (C, V) float32 copy of the logits at (n, t); never copies all of ``logits``."""
+    if logits.is_contiguous():  # index_select on the (N L, V) view is cheaper than indexing by (n, t)
+        return logits.view(-1, logits.shape[-1]).index_select(0, n * logits.shape[1] + t).float()
+    return logits[n, t].float()
 
 
 def chunk_stats(z_t: Tensor, z_r: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -72,8 +79,9 @@ def chunk_stats(z_t: Tensor, z_r: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Te
     """
     log_p = z_t - torch.logsumexp(z_t, dim=-1, keepdim=True)
     p = log_p.exp()
-    mu = (p * log_p).sum(-1)
-    sigma = (p * (log_p - mu[:, None]).square()).sum(-1).sqrt()
+    scratch = torch.mul(p, log_p)  # one (C, V) buffer for both sums: fresh allocations cost page faults
+    mu = scratch.sum(-1)
+    sigma = torch.sub(log_p, mu[:, None], out=scratch).square_().mul_(p).sum(-1).sqrt()
     a = z_t.gather(-1, y[:, None])
     lp_ref = (z_r.gather(-1, y[:, None]) - torch.logsumexp(z_r, dim=-1, keepdim=True)).squeeze(-1)
     hit = z_t.amax(-1) == a.squeeze(-1)
