@@ -1,6 +1,8 @@
 """Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s) and metric tables.
 
-Library code reports through plain callbacks (``on_step(epoch, loss)``) so it stays usable without a
+Off a terminal (CI logs, pipes) the live display is disabled, because rich would hold everything printed
+during it until the end; the per-epoch log lines then show progress as it happens. Library code reports
+through plain callbacks (``on_step(epoch, loss)``) so it stays usable without a
 terminal; the CLI turns them into progress lines here.
 """
 
@@ -55,7 +57,7 @@ def step_bar(console: Console) -> Iterator[StepBar]:
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         yield StepBar(progress)
 
 
@@ -70,7 +72,9 @@ class TextsPerSecond(ProgressColumn):
 def text_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
     """A bar over texts (done / total, texts/s); yields the ``on_texts(done, total)`` callback."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextsPerSecond())
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        *columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal
+    ) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done, total: progress.update(task, completed=done, total=total)
 
