@@ -18,11 +18,12 @@ deterministic (``torch.topk`` alone leaves the choice among ties unspecified).
 rank_M(v) = 1 + #{u: z_M[u] > z_M[v]}; lr(r) = log(1 + r) / log(V + 1).
 
 Memory: real vocabularies reach V = 256k, so positions are processed in chunks whose (chunk, V) temporaries
-fit a byte budget (``tokenstats.CHUNK_BYTES``). Ranks never materialise a (chunk, V, k) comparison nor sort
-the vocabulary: the (up to 2k+1) query logits of a position are sorted, each logit is bucketed among them
-with ``searchsorted`` and a histogram gives every "strictly greater" count at once, O(V log k). On 2 CPU
-cores the rank step ran about 2.5x faster than sorting the vocabulary + ``searchsorted``, and about 6x faster
-than (chunk, V, k) comparisons (V = 50k and 256k).
+fit a byte budget (``memory_budget_bytes``; ``ltmia.signals.extract`` also sub-batches the forward passes so
+that the logits fit one). Ranks never materialise a (chunk, V, k) comparison nor sort the vocabulary: each
+row's logits are bucketed into equal-width bins between its min and max, one histogram counts the logits in
+bins above each query's, and only the few logits sharing a query's bin are compared exactly
+(`count_greater`), O(V) with a handful of passes over the row. ``benchmarks/extract_speed.py`` compares it
+with sorting the vocabulary per position.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ltmia.tokenstats import (
+    CHUNK_BYTES,
     TokenStats,
     auto_chunk_positions,
     chunk_stats,
@@ -102,7 +104,9 @@ def count_greater(z: Tensor, queries: Tensor) -> Tensor:
     return (higher_bin + same_bin).view(rows, m)
 
 
-def same_bin_greater(values: Tensor, bins: Tensor, queries: Tensor, query_bins: Tensor, n_bins: int) -> Tensor:
+def same_bin_greater(
+    values: Tensor, bins: Tensor, queries: Tensor, query_bins: Tensor, n_bins: int
+) -> Tensor:
     """Flat logits and queries with their global bin ids -> per query #{logits in its bin, greater than it}.
 
     Queries are sorted by bin so that each bin's queries are a run; every logit in a query's bin is compared
@@ -215,12 +219,16 @@ def lt_features_and_stats(
     attention_mask: Tensor,
     k: int = 20,
     chunk_positions: int | None = None,
+    memory_budget_bytes: int = CHUNK_BYTES,
 ) -> tuple[Tensor, Tensor, TokenStats]:
     """(N, L, V) x2, (N, L) x2 -> features (N, L, 7k+14) float32, mask (N, L) bool, `TokenStats` (N, L-1).
 
     One sweep over the logits serves both the features and the baselines (SPEC §4 last paragraph). Features
     and mask are on the logits' device; the stats on CPU. Invalid positions are zero and one all-zero step
     is appended, so the mask's last entry is always False. Logits are assumed finite; needs V > k.
+
+    Positions go ``chunk_positions`` at a time, by default as many as keep the (chunk, V) scratch within
+    ``memory_budget_bytes`` (beyond the logits themselves); the results do not depend on either.
     """
     n_texts, length, vocab = target_logits.shape
     if vocab <= k:
@@ -228,7 +236,7 @@ def lt_features_and_stats(
     valid = attention_mask[:, 1:].bool()
     columns = stats_columns(valid)
     features = torch.zeros(n_texts, length, feature_dim(k), device=target_logits.device)
-    chunk = chunk_positions or auto_chunk_positions(vocab, _FEATURE_BYTES_PER_LOGIT)
+    chunk = chunk_positions or auto_chunk_positions(vocab, _FEATURE_BYTES_PER_LOGIT, memory_budget_bytes)
     for n, t, z_t, z_r, y in logit_chunks(target_logits, reference_logits, input_ids, attention_mask, chunk):
         stats = chunk_stats(z_t, z_r, y)
         for column, values in zip(columns, stats, strict=True):
@@ -249,12 +257,13 @@ def lt_features(
     attention_mask: Tensor,
     k: int = 20,
     chunk_positions: int | None = None,
+    memory_budget_bytes: int = CHUNK_BYTES,
 ) -> tuple[Tensor, Tensor]:
     """(N, L, V) x2, (N, L) x2 -> features (N, L, 7k+14) float32, mask (N, L) bool.
 
     The features half of `lt_features_and_stats`; use that one when the baselines' stats are wanted too.
     """
     features, mask, _ = lt_features_and_stats(
-        target_logits, reference_logits, input_ids, attention_mask, k, chunk_positions
+        target_logits, reference_logits, input_ids, attention_mask, k, chunk_positions, memory_budget_bytes
     )
     return features, mask

@@ -47,7 +47,7 @@ from ltmia.finetune import resolve_device
 from ltmia.metrics import MetricResult, evaluate
 from ltmia.models import adapter_base, load_causal_lm, load_tokenizer
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
-from ltmia.tokenstats import TokenStats
+from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,33 @@ OnTexts = Callable[[int, int], None]
 
 @dataclass
 class StoreSettings:
-    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32)."""
+    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32).
+
+    ``memory_budget_bytes`` bounds extraction's memory beyond the models (``ltmia.signals.extract``). It
+    changes how the work is split, not the numbers, so it is not part of a store's plan: a store can be
+    resumed or reused under another budget.
+    """
 
     k: int = 20
     dtype: str = "float32"
     shard_size: int = 1024
     batch_size: int = 16
     seq_len: int = SEQ_LEN
+    memory_budget_bytes: int = MEMORY_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise InputError(f"dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}")
         if min(self.k, self.shard_size, self.batch_size) < 1 or self.seq_len < 2:
             raise InputError("k, shard size and batch size must be at least 1 and the sequence length 2")
+        if self.memory_budget_bytes < 1:
+            raise InputError(
+                f"the memory budget must be a positive number of bytes, got {self.memory_budget_bytes}"
+            )
+
+    def plan(self) -> dict:
+        """The settings a store's numbers depend on (all but the memory budget)."""
+        return {key: value for key, value in asdict(self).items() if key != "memory_budget_bytes"}
 
 
 @dataclass
@@ -175,7 +189,7 @@ def store_plan(rows: Rows, settings: StoreSettings, kind: Kind, models: dict, so
         "models": models,
         "source": source,
         "kind": kind,
-        **asdict(settings),
+        **settings.plan(),
         "feature_dim": feature_dim(settings.k),
         "feature_layout_version": FEATURE_LAYOUT_VERSION,
         "n": len(rows.texts),
@@ -292,7 +306,13 @@ def build_store(
         )
     partial = scratch_dir(out, plan)
     write_json(partial / ROWS_FILE, rows.record())
-    options = dict(kind=kind, k=settings.k, batch_size=settings.batch_size, seq_len=settings.seq_len)
+    options = dict(
+        kind=kind,
+        k=settings.k,
+        batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
+        memory_budget_bytes=settings.memory_budget_bytes,
+    )
     signals_of = partial_call(extract, target, reference, tokenizer, **options)
     n, ranges = len(rows.texts), shard_ranges(len(rows.texts), settings.shard_size)
     for index, (start, stop) in enumerate(ranges):

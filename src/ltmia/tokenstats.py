@@ -6,7 +6,7 @@ ever costs another model pass; ``ltmia.features.lt_features_and_stats`` computes
 
 Conventions shared with ``ltmia.features``: position t = 0..L-2 predicts y_t = input_ids[t+1] and is valid
 when attention_mask[t+1] = 1. Only valid positions are computed, in chunks of positions so that the (chunk, V)
-float32 temporaries stay within a byte budget whatever the vocabulary size.
+float32 temporaries stay within a byte budget (``memory_budget_bytes``) whatever the vocabulary size.
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-CHUNK_BYTES = 512 * 2**20
-"""Byte budget for the (chunk, V) temporaries of one chunk of positions when ``chunk_positions`` is None."""
+MEMORY_BUDGET_BYTES = 2**30
+"""Default bound on the extra memory of ``ltmia.signals.extract``: a sub-batch's logits plus chunk scratch."""
+
+CHUNK_BYTES = MEMORY_BUDGET_BYTES // 2
+"""Default byte budget for the (chunk, V) temporaries of one chunk of positions: the half of
+`MEMORY_BUDGET_BYTES` that ``extract`` leaves to them (the other half holds the two models' logits)."""
 
 _STATS_BYTES_PER_LOGIT = 32
 """Peak bytes per (position, vocabulary entry) of `token_stats`: two float32 logit copies plus the
@@ -40,9 +44,14 @@ class TokenStats:
     valid: Tensor  # bool: attention_mask[t+1] == 1
 
 
-def auto_chunk_positions(vocab_size: int, bytes_per_logit: int) -> int:
-    """Positions per chunk so that ``bytes_per_logit`` bytes per (position, vocab entry) fit `CHUNK_BYTES`."""
-    return max(1, CHUNK_BYTES // (bytes_per_logit * vocab_size))
+def auto_chunk_positions(vocab_size: int, bytes_per_logit: int, budget_bytes: int = CHUNK_BYTES) -> int:
+    """Positions per chunk so that ``bytes_per_logit`` bytes per (position, vocab entry) fit ``budget_bytes``.
+
+    At least one position: a budget below one position's scratch (~12 MiB at V = 256k) is exceeded by that.
+    """
+    if budget_bytes < 1:
+        raise ValueError(f"the memory budget must be a positive number of bytes, got {budget_bytes}")
+    return max(1, budget_bytes // (bytes_per_logit * vocab_size))
 
 
 def logit_chunks(
@@ -60,7 +69,13 @@ def logit_chunks(
     positions = attention_mask[:, 1:].bool().nonzero()
     for start in range(0, positions.shape[0], chunk_positions):
         n, t = positions[start : start + chunk_positions].unbind(1)
-        yield n, t, position_rows(target_logits, n, t), position_rows(reference_logits, n, t), input_ids[n, t + 1]
+        yield (
+            n,
+            t,
+            position_rows(target_logits, n, t),
+            position_rows(reference_logits, n, t),
+            input_ids[n, t + 1],
+        )
 
 
 def position_rows(logits: Tensor, n: Tensor, t: Tensor) -> Tensor:
@@ -105,14 +120,18 @@ def token_stats(
     input_ids: Tensor,
     attention_mask: Tensor,
     chunk_positions: int | None = None,
+    memory_budget_bytes: int = CHUNK_BYTES,
 ) -> TokenStats:
     """(N, L, V) x2, (N, L) x2 -> `TokenStats` of (N, L-1) arrays, for when no features are wanted.
 
-    Cheaper than ``ltmia.features.lt_features_and_stats`` (no ranks or top-k); identical values.
+    Cheaper than ``ltmia.features.lt_features_and_stats`` (no ranks or top-k); identical values. Positions
+    go ``chunk_positions`` at a time, by default as many as keep the scratch within ``memory_budget_bytes``;
+    the values do not depend on either.
     """
     valid = attention_mask[:, 1:].bool()
     columns = stats_columns(valid)
-    chunk = chunk_positions or auto_chunk_positions(target_logits.shape[-1], _STATS_BYTES_PER_LOGIT)
+    vocab = target_logits.shape[-1]
+    chunk = chunk_positions or auto_chunk_positions(vocab, _STATS_BYTES_PER_LOGIT, memory_budget_bytes)
     for n, t, z_t, z_r, y in logit_chunks(target_logits, reference_logits, input_ids, attention_mask, chunk):
         for column, values in zip(columns, chunk_stats(z_t, z_r, y), strict=True):
             column[n, t] = values
