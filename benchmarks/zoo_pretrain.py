@@ -3,7 +3,7 @@
 Builds (or resumes) the zoo with ``ltmia.zoo.pretrain.build_zoo`` and records, per architecture, the
 parameter count, wall-clock minutes and the loss after each epoch, in benchmarks/results/zoo_pretrain.json.
 
-    .venv/bin/python benchmarks/zoo_pretrain.py [--zoo runs/zoo]
+    .venv/bin/python benchmarks/zoo_pretrain.py [--zoo runs/zoo] [--no-build]
 """
 
 from __future__ import annotations
@@ -26,13 +26,19 @@ RESULTS = Path(__file__).parent / "results" / "zoo_pretrain.json"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--no-build", action="store_true", help="only summarise what is already built")
     args = parser.parse_args()
     settings = ZooSettings()
-    built = build_zoo(args.zoo, ARCHITECTURES.names(), settings)
+    if not args.no_build:
+        build_zoo(args.zoo, ARCHITECTURES.names(), settings)
     families = {}
-    for arch, directory in built.items():
-        manifest = read_manifest(directory)
+    for arch in ARCHITECTURES.names():
+        manifest = read_manifest(args.zoo / arch)
+        if manifest is None:
+            families[arch] = {"built": False}
+            continue
         families[arch] = {
+            "built": True,
             "family": manifest["family"],
             "parameters": manifest["parameters"],
             "minutes": round(manifest["seconds"] / 60, 2),
