@@ -19,11 +19,11 @@ rank_M(v) = 1 + #{u: z_M[u] > z_M[v]}; lr(r) = log(1 + r) / log(V + 1).
 
 Memory: real vocabularies reach V = 256k, so positions are processed in chunks whose (chunk, V) temporaries
 fit a byte budget (``memory_budget_bytes``; ``ltmia.signals.extract`` also sub-batches the forward passes so
-that the logits fit one). Ranks never materialise a (chunk, V, k) comparison nor sort the vocabulary: each
-row's logits are bucketed into equal-width bins between its min and max, one histogram counts the logits in
-bins above each query's, and only the few logits sharing a query's bin are compared exactly
-(`count_greater`), O(V) with a handful of passes over the row. ``benchmarks/extract_speed.py`` compares it
-with sorting the vocabulary per position.
+that the logits fit one); on CPU chunks are also kept cache-sized (``tokenstats.CPU_CHUNK_LOGITS``). Ranks
+never materialise a (chunk, V, k) comparison nor sort the vocabulary: each row's logits are bucketed into
+equal-width bins between its min and max, one histogram counts the logits in bins above each query's, and
+only the few logits sharing a query's bin are compared exactly (`count_greater`), O(V) with a handful of
+passes over the row. ``benchmarks/extract_speed.py`` compares it with sorting the vocabulary per position.
 """
 
 from __future__ import annotations
@@ -236,7 +236,9 @@ def lt_features_and_stats(
     valid = attention_mask[:, 1:].bool()
     columns = stats_columns(valid)
     features = torch.zeros(n_texts, length, feature_dim(k), device=target_logits.device)
-    chunk = chunk_positions or auto_chunk_positions(vocab, _FEATURE_BYTES_PER_LOGIT, memory_budget_bytes)
+    chunk = chunk_positions or auto_chunk_positions(
+        vocab, _FEATURE_BYTES_PER_LOGIT, memory_budget_bytes, target_logits.device
+    )
     for n, t, z_t, z_r, y in logit_chunks(target_logits, reference_logits, input_ids, attention_mask, chunk):
         stats = chunk_stats(z_t, z_r, y)
         for column, values in zip(columns, stats, strict=True):

@@ -4,7 +4,7 @@ Everything every attack needs comes from these two passes (SPEC §4 last paragra
 LoRA model and no reference is given, the reference is the same model with adapters disabled: one model in
 memory, as SPEC §3 prescribes.
 
-Memory: the logits of a batch are (B, L, V) per model, 2 x 16 x 128 x 256k x 4 bytes = 4 GiB for a Gemma-size
+Memory: the logits of a batch are (B, L, V) per model, 2 x 16 x 128 x 256k x 4 bytes ~ 4 GiB for a Gemma-size
 vocabulary. ``memory_budget_bytes`` bounds what extraction holds beyond the models: half of it for the two
 models' logits (a batch is run in sub-batches of `sub_batch_size` texts) and half for the feature chunks'
 scratch (``ltmia.features.lt_features_and_stats``). Every text is padded to ``seq_len`` and scored on its

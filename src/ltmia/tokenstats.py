@@ -44,14 +44,27 @@ class TokenStats:
     valid: Tensor  # bool: attention_mask[t+1] == 1
 
 
-def auto_chunk_positions(vocab_size: int, bytes_per_logit: int, budget_bytes: int = CHUNK_BYTES) -> int:
-    """Positions per chunk so that ``bytes_per_logit`` bytes per (position, vocab entry) fit ``budget_bytes``.
+CPU_CHUNK_LOGITS = 2**20
+"""On CPU, at most this many (position, vocab entry) pairs per chunk, whatever the budget: every pass over a
+4 MiB (chunk, V) float32 block then runs from cache rather than memory. On 2 cores of an AMD EPYC (2 MiB L2,
+32 MiB L3) the features ran 1.5x (V = 4k) to 2.3x (V = 128k) faster than in chunks of hundreds of MiB, with
+identical results. GPUs want large chunks (fewer kernel launches), so there the budget alone decides."""
+
+
+def auto_chunk_positions(
+    vocab_size: int, bytes_per_logit: int, budget_bytes: int = CHUNK_BYTES, device: torch.device | None = None
+) -> int:
+    """Positions per chunk so that ``bytes_per_logit`` bytes per (position, vocab entry) fit ``budget_bytes``
+    and, on CPU (``device`` None or a CPU), the chunk has at most `CPU_CHUNK_LOGITS` entries.
 
     At least one position: a budget below one position's scratch (~12 MiB at V = 256k) is exceeded by that.
     """
     if budget_bytes < 1:
         raise ValueError(f"the memory budget must be a positive number of bytes, got {budget_bytes}")
-    return max(1, budget_bytes // (bytes_per_logit * vocab_size))
+    fitting = budget_bytes // (bytes_per_logit * vocab_size)
+    if device is None or torch.device(device).type == "cpu":
+        fitting = min(fitting, CPU_CHUNK_LOGITS // vocab_size)
+    return max(1, fitting)
 
 
 def logit_chunks(
@@ -131,7 +144,9 @@ def token_stats(
     valid = attention_mask[:, 1:].bool()
     columns = stats_columns(valid)
     vocab = target_logits.shape[-1]
-    chunk = chunk_positions or auto_chunk_positions(vocab, _STATS_BYTES_PER_LOGIT, memory_budget_bytes)
+    chunk = chunk_positions or auto_chunk_positions(
+        vocab, _STATS_BYTES_PER_LOGIT, memory_budget_bytes, target_logits.device
+    )
     for n, t, z_t, z_r, y in logit_chunks(target_logits, reference_logits, input_ids, attention_mask, chunk):
         for column, values in zip(columns, chunk_stats(z_t, z_r, y), strict=True):
             column[n, t] = values
