@@ -226,6 +226,9 @@ def extract_command(
     ] = None,
     batch_size: int = 16,
     shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = 1024,
+    memory_budget_mib: Annotated[
+        int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
+    ] = 1024,
     dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = "float32",
     k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
     corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
@@ -238,7 +241,13 @@ def extract_command(
     from ltmia.progress import text_bar
     from ltmia.store import Store, StoreSettings, extract_target
 
-    settings = StoreSettings(k=k, dtype=dtype, shard_size=shard_size, batch_size=batch_size)
+    settings = StoreSettings(
+        k=k,
+        dtype=dtype,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        memory_budget_bytes=memory_budget_mib * 2**20,
+    )
     with text_bar(console, "target + reference") as on_texts:
         store = extract_target(
             target,
