@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from machine import cpu_busy  # benchmarks/machine.py (scripts run from this folder)
 
 from ltmia.attacks import ATTACKS, score
 from ltmia.data import SEQ_LEN, encode
@@ -111,19 +112,6 @@ def corpus_texts(count: int, chars: int = 1500) -> tuple[list[str], list[str]]:
 
 
 # ---------------------------------------------------------------------------------------- measurement
-
-
-def cpu_busy(interval: float = 1.0) -> float:
-    """Fraction of all CPUs' time spent busy over ``interval`` seconds (Linux ``/proc/stat``)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(interval)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def machine_state(max_wait: float, threshold: float = 0.15) -> dict[str, object]:

@@ -24,25 +24,13 @@ from pathlib import Path
 
 import torch
 import transformers
+from machine import cpu_busy  # benchmarks/machine.py (scripts run from this folder)
 
 from ltmia.zoo.architectures import ARCHITECTURES, build_model, count_parameters, disable_fast_paths
 
 VOCAB, EOS, PAD = 4096, 0, 1
 BATCH, LENGTH = 16, 128
 OUT = Path(__file__).parent / "results" / "train_speed.json"
-
-
-def cpu_busy(interval: float = 1.0) -> float:
-    """Fraction of all CPUs' time spent busy over ``interval`` seconds (Linux ``/proc/stat``)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    total0, idle0 = sample()
-    time.sleep(interval)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def wait_for_idle(max_wait: float, threshold: float = 0.15) -> bool:
