@@ -11,14 +11,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from ltmia.errors import UnknownNameError
+from ltmia.models import load_causal_lm
 from ltmia.zoo.architectures import (
     ARCHITECTURES,
+    ATTN_IMPLEMENTATION,
     ZooSize,
     build_model,
     count_parameters,
     disable_fast_paths,
     enable_fast_paths,
-    load_model,
 )
 from ltmia.zoo.fast_mamba import selective_scan
 
@@ -131,7 +132,7 @@ def test_save_and_load_round_trip_gives_identical_logits(arch: str, tmp_path: Pa
     model = build_model(arch, VOCAB, EOS, PAD).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
-    loaded = load_model(tmp_path).eval()
+    loaded = load_causal_lm(str(tmp_path), attn_implementation=ATTN_IMPLEMENTATION)
     assert type(loaded) is type(model)
     ids, mask = _batch()
     with torch.no_grad():

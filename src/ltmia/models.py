@@ -96,19 +96,24 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     dtype: torch.dtype = torch.float32,
     vocab_size: int | None = None,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM in eval mode from a directory, adapter directory or hub id.
 
     For a PEFT adapter the base is loaded once and wrapped; its reference is the same object with adapters
     disabled (``with model.disable_adapter():``), never a second copy. ``vocab_size`` resizes the embeddings
-    when ``load_tokenizer`` had to add an EOS token.
+    when ``load_tokenizer`` had to add an EOS token. ``attn_implementation`` is not stored in ``config.json``;
+    pass ``"eager"`` to reproduce a zoo model's logits bit for bit (transformers otherwise picks SDPA).
     """
     _check_local(spec)
     base = adapter_base(spec)
     _refuse_remote_code(base or spec, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            base or spec, dtype=dtype, trust_remote_code=trust_remote_code
+            base or spec,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
         )
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load a causal LM from {_describe_source(base or spec)}: {error}") from None

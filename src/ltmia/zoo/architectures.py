@@ -15,11 +15,12 @@ Choices shared by all families, and why:
 * ``use_cache`` is False: the zoo trains and scores whole sequences, and for the recurrent families a cache
   would route the forward through the slow step-by-step path (generation can still pass ``use_cache=True``);
 * attention is "eager": it is the one implementation every family here supports (GPT-Neo and BLOOM have no
-  SDPA path) and it is deterministic on CPU. ``load_model`` reapplies it (``config.json`` does not keep it).
+  SDPA path) and it is deterministic on CPU. ``config.json`` does not keep it: reload with
+  ``ltmia.models.load_causal_lm(path, attn_implementation="eager")`` for bit-identical logits.
 
-``build_model`` and ``load_model`` also install ``enable_fast_paths``: CPU replacements for the recurrent
-families' Python time loops that keep each model's class, weights and outputs (Mamba's stock loop is ~50x
-slower than the replacement when training).
+``build_model`` and ``ltmia.models.load_causal_lm`` install ``enable_fast_paths``: CPU replacements for the
+recurrent families' Python time loops that keep each model's class, weights and outputs (Mamba's stock loop
+is ~50x slower than the replacement when training).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -304,18 +304,6 @@ def build_model(
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(
         config, attn_implementation=ATTN_IMPLEMENTATION, dtype=torch.float32
-    )
-    return enable_fast_paths(model)
-
-
-def load_model(path: str | Path) -> PreTrainedModel:
-    """A zoo model saved with ``save_pretrained``, set up exactly as ``build_model`` sets up a new one.
-
-    The attention implementation is not stored in ``config.json`` (``from_pretrained`` would pick SDPA), and
-    the fast paths are not part of the weights, so both are applied again here.
-    """
-    model = AutoModelForCausalLM.from_pretrained(
-        path, attn_implementation=ATTN_IMPLEMENTATION, dtype=torch.float32
     )
     return enable_fast_paths(model)
 
