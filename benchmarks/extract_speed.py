@@ -3,7 +3,10 @@
 Two model pairs (target and reference: same family and size, different random weights): the ``tiny`` zoo
 llama (default size, V = 4,096, 1.3 M parameters) and ``large_v``, a llama of hidden 64 / 2 layers with a
 V = 128,000 head (random weights; texts use the 4,096-token tokenizer, but every rank is taken over all
-128,000 logits). For each pair, in a fresh subprocess so that memory peaks do not mix:
+128,000 logits), and ``wide_head``, the same vocabulary behind a hidden size of 2,048 (a 1B-class model's
+head and 2 of its layers): with a hidden size of 64 the two passes are so cheap that feature work must
+dominate, while in a model of the size users audit the passes dominate.
+For each pair, in a fresh subprocess so that memory peaks do not mix:
 
 (a) ``forward``: the two bare forward passes over the texts, batched exactly as ``extract`` batches them
     (same sub-batches under the memory budget), logits dropped;
@@ -65,6 +68,12 @@ CONFIGS = {
         "arch": "llama",
         "vocab": 128_000,
         "size": ZooSize(hidden=64, layers=2, heads=2),
+        "texts": 16,
+    },
+    "wide_head": {  # a 1B-class head (hidden 2,048, V = 128,000; 2 of Llama-3.2-1B's 16 layers)
+        "arch": "llama",
+        "vocab": 128_000,
+        "size": ZooSize(hidden=2048, layers=2, heads=16),
         "texts": 16,
     },
 }

@@ -256,14 +256,19 @@ def test_saved_dataset_round_trip(tmp_path: Path) -> None:
 def test_hub_spec_uses_id_split_and_column(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_load_dataset(dataset_id: str, split: str) -> datasets.Dataset:
-        calls.append((dataset_id, split))
+    def fake_load_dataset(dataset_id: str, config: str | None, split: str) -> datasets.Dataset:
+        calls.append((dataset_id, config, split))
         return datasets.Dataset.from_dict({"text": TEXTS})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     assert get_corpus("hf:user/name:test[:10]").load() == TEXTS
     assert get_corpus("hf:user/name").origin.endswith("split train")
-    assert calls == [("user/name", "test[:10]"), ("user/name", "train")]
+    assert get_corpus("hf:user/name@sub-config:validation").load() == TEXTS
+    assert calls == [
+        ("user/name", None, "test[:10]"),
+        ("user/name", None, "train"),
+        ("user/name", "sub-config", "validation"),
+    ]
     with pytest.raises(InputError, match="names no dataset"):
         get_corpus("hf:")
 

@@ -21,7 +21,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Learned tran
 corpora_app = typer.Typer(no_args_is_help=True, help="Built-in and user corpora.")
 zoo_app = typer.Typer(no_args_is_help=True, help="The offline model zoo: tokenizer + tiny pretrained LMs.")
 app.add_typer(corpora_app, name="corpora")
+study_app = typer.Typer(
+    no_args_is_help=True, help="Studies: plan and run configs of combos, classifiers, groups."
+)
 app.add_typer(zoo_app, name="zoo")
+app.add_typer(study_app, name="study")
 
 console = Console()
 
@@ -283,16 +287,169 @@ def baselines(
         write_json(json_out, {"store": str(store), "split": split, "attacks": attacks})
 
 
+# ------------------------------------------------------------------------------------------------ train
+@app.command("train")
+def train_command(
+    stores: Annotated[list[Path], typer.Argument(help="Feature stores (one per combo) to train on.")],
+    out: Annotated[Path, typer.Option(help="Classifier directory to write.")],
+    variant: Annotated[
+        str, typer.Option(help="transformer, or an ablation variant (SPEC §6).")
+    ] = "transformer",
+    epochs: int = 80,
+    warmup_epochs: Annotated[int, typer.Option(help="Linear warmup, then cosine (at most --epochs).")] = 10,
+    batch_size: int = 16384,
+    micro_batch_size: Annotated[
+        int, typer.Option(help="Rows per forward pass (gradients accumulate).")
+    ] = 512,
+    groups: Annotated[
+        str | None, typer.Option(help="Feature groups to keep, e.g. comparison,target.")
+    ] = None,
+    memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = 1024,
+    seed: int = 42,
+    device: str = "auto",
+) -> None:
+    """Train the LT-MIA classifier on the train rows of feature stores, keeping the epoch with the best
+    validation AUC (SPEC §6)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ltmia.classifier import LTMIA
+    from ltmia.classifier.checkpoint import check_new_output
+
+    check_new_output(out)
+    classifier = LTMIA(
+        variant,
+        groups=groups.split(",") if groups else None,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        micro_batch_size=micro_batch_size,
+        memory_budget_bytes=memory_budget_mib * 2**20,
+        seed=seed,
+        device=device,
+    )
+    shown = "loss {task.fields[loss]:.4f}  val AUC {task.fields[auc]:.4f}"
+    columns = (TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn(shown), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("train", total=epochs, loss=float("nan"), auc=float("nan"))
+
+        def on_epoch(entry: dict) -> None:
+            progress.update(task, completed=entry["epoch"], loss=entry["train_loss"], auc=entry["val_auc"])
+
+        classifier.fit(stores, on_epoch=on_epoch)
+    path = classifier.save(out)
+    best = f"best epoch {classifier.best_epoch_}, val AUC {classifier.best_val_auc_:.4f}"
+    console.print(f"classifier written to {path} ({best})")
+
+
+# ------------------------------------------------------------------------------------------------ study
+CacheOption = Annotated[Path, typer.Option(help="Stage cache, shared by studies (keyed by inputs).")]
+SeedOption = Annotated[int | None, typer.Option(help="Override the study's split seed.")]
+
+
+@study_app.command("plan")
+def study_plan(
+    config: Annotated[
+        str, typer.Argument(help="A shipped config name (demo, offline-full, paper, ...) or a .toml file.")
+    ],
+    cache: CacheOption = Path("runs/cache"),
+    seed: SeedOption = None,
+) -> None:
+    """Validate a study config and list its stages with what is already cached; runs nothing."""
+    from ltmia.study.config import load_config
+    from ltmia.study.runner import status
+    from ltmia.study.stages import plan
+
+    study = plan(load_config(config, seed))
+    title = f"study {study.config.name}"
+    table = Table("#", "stage", "kind", "cached", f"output (under {cache})", title=title)
+    rows = status(study, cache)
+    for index, (stage, done) in enumerate(rows, start=1):
+        table.add_row(str(index), stage.label, stage.kind, "yes" if done else "no", stage.path)
+    console.print(table)
+    todo = sum(not done for _, done in rows)
+    console.print(
+        f"{len(rows)} stages, {len(rows) - todo} cached, {todo} to run; "
+        f"config hash {study.config.config_hash[:16]}"
+    )
+
+
+@study_app.command("run")
+def study_run(
+    config: Annotated[str, typer.Argument(help="A shipped config name or a .toml file.")],
+    cache: CacheOption = Path("runs/cache"),
+    results: Annotated[
+        Path | None, typer.Option(help="Results directory; default results/<study name>.")
+    ] = None,
+    seed: SeedOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+) -> None:
+    """Run every unfinished stage of a study, then write its tables and plots."""
+    _run_study(config, cache, results, seed, device)
+
+
+def _run_study(config: str, cache: Path, results: Path | None, seed: int | None, device: str) -> None:
+    import time
+
+    from ltmia.study.config import config_source, load_config
+    from ltmia.study.report import rich_table, write_report
+    from ltmia.study.runner import run_local
+    from ltmia.study.stages import plan
+
+    started = time.perf_counter()
+    study = plan(load_config(config, seed))
+
+    def on_stage(index: int, total: int, stage, event: str) -> None:
+        if event != "cached":
+            console.print(
+                f"[{index}/{total}] {stage.label}: {event}{' s' if event.startswith('done') else ''}"
+            )
+
+    cached = sum(stage.kind == "shipped" or stage.done(cache) for stage in study.stages)
+    console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
+    run_local(study, cache, device, on_stage)
+    results = results or Path("results") / study.config.name
+    table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
+    console.print(rich_table(table, f"AUC per group, study {study.config.name} (bold: best baseline)"))
+    console.print(
+        f"results in {results}/ (summary.md, results.json, groups/); {time.perf_counter() - started:.0f} s"
+    )
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+@app.command()
+def evaluate(
+    stores: Annotated[list[Path], typer.Argument(help="Store directories written by ltmia extract.")],
+    classifier: Annotated[
+        Path | None, typer.Option(help="Classifier directory; default: the shipped one.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the tables and ROC plots go.")] = Path("runs/evaluate"),
+    split: Annotated[str, typer.Option(help="Split to score: test, val, train or all rows.")] = "test",
+    group: Annotated[str | None, typer.Option(help="Name for the pooled table of all stores.")] = None,
+) -> None:
+    """Score stores with LT-MIA and every baseline: JSON + markdown per store and pooled, log-log ROC PNGs."""
+    from ltmia.classifier import LTMIA, check_store_compatible
+    from ltmia.evaluation import evaluate_stores
+    from ltmia.progress import metrics_table
+    from ltmia.store import Store
+    from ltmia.study.stages import shipped_classifier_dir
+
+    model = LTMIA.load(classifier or shipped_classifier_dir())
+    opened = [Store(path) for path in stores]
+    for store in opened:
+        check_store_compatible(model.record_, store)
+    for title, results in evaluate_stores(opened, out, model, split, group).values():
+        console.print(metrics_table(results, title))
+    console.print(f"tables and ROC plots in {out}/")
+
+
 # ------------------------------------------------------------------------------------------------- demo
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Working directory.")] = Path("runs/demo")) -> None:
-    """Run the built-in demo: build a tiny zoo model, fine-tune a target, measure membership signal."""
-    from ltmia.demo import run_demo
-    from ltmia.progress import step_bar
-
-    with step_bar(console) as bar:
-        report = run_demo(out, on_stage=bar.task)
-    console.print(report)
+def demo(
+    cache: CacheOption = Path("runs/cache"),
+    results: Annotated[Path, typer.Option(help="Where the demo's tables and plots go.")] = Path("runs/demo"),
+) -> None:
+    """The built-in demo study: zero-shot transfer of LT-MIA to held-out families on a held-out corpus."""
+    _run_study("demo", cache, results, None, "auto")
 
 
 def main() -> None:

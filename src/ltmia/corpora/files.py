@@ -67,15 +67,19 @@ def path_corpus(spec: str, *, column: str | None, kind: Kind | None) -> Corpus:
 
 
 def hub_corpus(spec: str, *, column: str | None, kind: Kind | None) -> Corpus:
-    """A corpus from ``hf:<dataset id>[:<split>]`` on the Hugging Face hub (needs network or the HF cache)."""
+    """A corpus from ``hf:<dataset id>[@<config>][:<split>]`` on the Hugging Face hub (needs network or the
+    HF cache), e.g. ``hf:Salesforce/wikitext@wikitext-103-raw-v1:train``."""
     import datasets  # slow to import, and only needed for dataset sources
 
     dataset_id, _, split = spec.removeprefix("hf:").partition(":")
+    dataset_id, _, config = dataset_id.partition("@")
     split = split or "train"
     if not dataset_id:
-        raise InputError(f"{spec!r} names no dataset; write hf:<dataset id>[:<split>], e.g. hf:imdb:test")
+        raise InputError(
+            f"{spec!r} names no dataset; write hf:<dataset id>[@<config>][:<split>], e.g. hf:imdb:test"
+        )
     try:
-        dataset = datasets.load_dataset(dataset_id, split=split)
+        dataset = datasets.load_dataset(dataset_id, config or None, split=split)
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot load hub dataset {dataset_id!r}, split {split!r}: {reason}") from err

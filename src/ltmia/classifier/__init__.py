@@ -1,0 +1,227 @@
+"""The LT-MIA classifier (SPEC §6): model and variants, streamed training, checkpoints, and `LTMIA`.
+
+`LTMIA` is the estimator in the scikit-learn spirit: every parameter explicit in ``__init__`` and stored as
+given, validated in ``fit``; ``fit`` on the train rows of feature stores (or ArraySource objects), then
+``score`` a store's split, or ``predict_proba`` / ``decision_function`` on arrays; ``save`` / ``load`` a
+checkpoint directory.
+
+    clf = LTMIA(epochs=80).fit(["runs/stores/llama-wordnet", "runs/stores/gpt2-fortunes"])
+    logits = clf.score("runs/stores/mamba-wordnet", split="test")
+    clf.save("runs/classifiers/lt-mia")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ltmia.classifier.batches import (
+    LAYOUT_KEYS,
+    ArraySource,
+    Source,
+    combo_weights,
+    common_layout,
+    dropped_indices,
+    predict_logits,
+    score_source,
+)
+from ltmia.classifier.checkpoint import check_store_compatible, load_classifier, save_classifier
+from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
+from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
+from ltmia.errors import InputError
+from ltmia.finetune import resolve_device
+
+__all__ = [
+    "LTMIA",
+    "VARIANTS",
+    "ArraySource",
+    "ClassifierConfig",
+    "Source",
+    "TrainResult",
+    "TrainSettings",
+    "build_classifier",
+    "check_store_compatible",
+    "combo_weights",
+    "load_classifier",
+    "save_classifier",
+    "train_classifier",
+]
+
+SourceLike = Source | str | Path
+
+
+def as_source(source: SourceLike) -> Source:
+    """A store path becomes an ``ltmia.store.Store``; sources pass through."""
+    if isinstance(source, (str, Path)):
+        from ltmia.store import Store
+
+        return Store(Path(source))
+    return source
+
+
+def as_sources(sources: SourceLike | Sequence[SourceLike]) -> list[Source]:
+    """One source or path, or a sequence of them -> a list of sources."""
+    if isinstance(sources, (str, Path)) or hasattr(sources, "iter_shards"):
+        return [as_source(sources)]
+    return [as_source(source) for source in sources]
+
+
+class LTMIA:
+    """Learned transfer membership inference: a classifier of per-token features -> P(member).
+
+    Model parameters size ``ClassifierConfig``, training parameters ``TrainSettings`` (defaults: the
+    paper's, SPEC §6). ``groups`` keeps a subset of the SPEC §4 feature groups (default all). After ``fit``
+    (or ``load``): ``model_``, ``config_``, ``history_``, ``best_epoch_``, ``best_val_auc_``, ``groups_``.
+    """
+
+    def __init__(
+        self,
+        variant: str = "transformer",
+        *,
+        d_model: int = 192,
+        heads: int = 8,
+        layers: int = 2,
+        ff: int = 576,
+        dropout: float = 0.05,
+        mlp_hidden: int = 256,
+        groups: Sequence[str] | None = None,
+        lr: float = 9.88e-4,
+        weight_decay: float = 0.028,
+        label_smoothing: float = 0.02,
+        batch_size: int = 16384,
+        epochs: int = 80,
+        warmup_epochs: int = 10,
+        min_lr: float = 1e-6,
+        grad_clip: float | None = 1.0,
+        seed: int = 42,
+        micro_batch_size: int = 512,
+        memory_budget_bytes: int = 2**30,
+        device: str = "auto",
+    ) -> None:
+        self.variant = variant
+        self.d_model = d_model
+        self.heads = heads
+        self.layers = layers
+        self.ff = ff
+        self.dropout = dropout
+        self.mlp_hidden = mlp_hidden
+        self.groups = groups
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.warmup_epochs = warmup_epochs
+        self.min_lr = min_lr
+        self.grad_clip = grad_clip
+        self.seed = seed
+        self.micro_batch_size = micro_batch_size
+        self.memory_budget_bytes = memory_budget_bytes
+        self.device = device
+
+    def settings(self) -> TrainSettings:
+        """The training parameters as validated ``TrainSettings``."""
+        names = TrainSettings.__dataclass_fields__
+        return TrainSettings(**{name: getattr(self, name) for name in names})
+
+    def fit(
+        self,
+        sources: SourceLike | Sequence[SourceLike],
+        val_sources: SourceLike | Sequence[SourceLike] | None = None,
+        on_epoch: OnEpoch | None = None,
+    ) -> LTMIA:
+        """Train on the "train" rows of ``sources`` (stores, store paths or ArraySource objects), each combo
+        with equal total weight; keep the epoch with the best AUC on the "val" rows of ``val_sources``
+        (default: ``sources``). ``on_epoch(entry)`` is called after every epoch."""
+        train = as_sources(sources)
+        val = None if val_sources is None else as_sources(val_sources)
+        found = common_layout(train + (val or []))
+        config = ClassifierConfig(
+            self.variant,
+            feature_dim=found["feature_dim"],
+            seq_len=found["seq_len"],
+            d_model=self.d_model,
+            heads=self.heads,
+            layers=self.layers,
+            ff=self.ff,
+            dropout=self.dropout,
+            mlp_hidden=self.mlp_hidden,
+        )
+        result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch)
+        self._set_fitted(result.model, config, found, result.groups, None)
+        self.history_, self.best_epoch_ = result.history, result.best_epoch
+        self.best_val_auc_, self.training_ = result.best_val_auc, result.record
+        return self
+
+    def _set_fitted(
+        self, model: torch.nn.Module, config: ClassifierConfig, layout: dict, groups: list, path: str | None
+    ) -> None:
+        """Fitted state; ``record_`` (feature layout, checkpoint path) is what stores are checked against."""
+        self.model_, self.config_, self.groups_ = model, config, groups
+        self.record_ = {**layout, "path": path}
+        self._dropped = dropped_indices(groups, layout["k"])
+
+    def _model(self) -> torch.nn.Module:
+        """The fitted model on the scoring device."""
+        if not hasattr(self, "model_"):
+            raise InputError("this LTMIA is not fitted yet; call fit or load first")
+        return self.model_.to(resolve_device(self.device)).eval()
+
+    def decision_function(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
+        """(N, L, D) features (numpy or torch, any float dtype), (N, L) mask -> (N,) float32 logits."""
+        model = self._model()
+        features, mask = torch.as_tensor(features), torch.as_tensor(mask).bool()
+        dim, length = self.config_.feature_dim, self.config_.seq_len
+        if features.ndim != 3 or features.shape[2] != dim or features.shape[1] > length:
+            raise InputError(f"features {tuple(features.shape)} must be (N, L <= {length}, {dim})")
+        if mask.shape != features.shape[:2]:
+            raise InputError(
+                f"mask {tuple(mask.shape)} must be {tuple(features.shape[:2])}, one per position"
+            )
+        return predict_logits(model, features, mask, self._dropped, self.micro_batch_size).numpy()
+
+    def predict_proba(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
+        """(N, L, D), (N, L) -> (N,) P(member), the sigmoid of `decision_function`."""
+        return torch.sigmoid(torch.from_numpy(self.decision_function(features, mask))).numpy()
+
+    def score(self, source: SourceLike, split: str | None = "test") -> np.ndarray:
+        """(n,) float32 membership logits of the rows of ``split`` (None: all) in row order, read shard by
+        shard; a store of another feature layout is refused."""
+        model = self._model()
+        source = as_source(source)
+        check_store_compatible(self.record_, source)
+        return score_source(model, source, split, self._dropped, self.micro_batch_size)[0]
+
+    def save(self, out: Path | str) -> Path:
+        """Write the checkpoint directory ``out`` (``checkpoint.save_classifier``); returns it."""
+        self._model()
+        metrics = {"best_epoch": self.best_epoch_, "best_val_auc": self.best_val_auc_}
+        path = save_classifier(
+            self.model_,
+            self.config_,
+            Path(out),
+            groups=self.groups_,
+            k=self.record_["k"],
+            training=self.training_,
+            metrics=metrics,
+        )
+        self.record_["path"] = str(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> LTMIA:
+        """An `LTMIA` from a checkpoint directory, with the parameters it was trained with."""
+        model, record = load_classifier(Path(path))
+        config, training = ClassifierConfig(**record["config"]), record["training"]
+        sizes = {key: value for key, value in asdict(config).items() if key not in ("variant", *LAYOUT_KEYS)}
+        estimator = cls(config.variant, groups=record["groups"], **sizes, **training["settings"])
+        layout = {key: record[key] for key in LAYOUT_KEYS}
+        estimator._set_fitted(model, config, layout, record["groups"], record["path"])
+        estimator.history_, estimator.best_epoch_ = training["history"], record["metrics"]["best_epoch"]
+        estimator.best_val_auc_, estimator.training_ = record["metrics"]["best_val_auc"], training
+        return estimator

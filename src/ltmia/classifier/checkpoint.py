@@ -1,0 +1,106 @@
+"""Classifier checkpoints (SPEC §6): a directory of ``model.safetensors`` + ``classifier.json``.
+
+Like every ltmia artefact it is written under ``<out>.partial`` and renamed when whole
+(``ltmia.artefacts.building``). Weights are safetensors and the record JSON, so loading a checkpoint never
+unpickles anything. The record names the feature layout the classifier reads (layout version, k, feature
+dim, L): features of another layout would be silently misread, so `check_store_compatible` refuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ltmia.artefacts import building, versions, write_json
+from ltmia.classifier.batches import LAYOUT_KEYS, Source, layout, source_name
+from ltmia.classifier.model import ClassifierConfig, build_classifier
+from ltmia.errors import InputError, OutputExistsError
+from ltmia.features import FEATURE_LAYOUT_VERSION
+
+CLASSIFIER_ARTEFACT = "ltmia-classifier"
+RECORD_FILE = "classifier.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def check_new_output(out: Path) -> None:
+    """Refuse an existing ``out`` (as ``building`` will) before any training time is spent on it."""
+    what = "holds a trained classifier already" if (Path(out) / RECORD_FILE).exists() else "exists"
+    if Path(out).exists():
+        raise OutputExistsError(f"{out} {what}; choose another output directory or remove it yourself")
+
+
+def save_classifier(
+    model: nn.Module,
+    config: ClassifierConfig,
+    out: Path,
+    *,
+    groups: Sequence[str],
+    k: int,
+    training: dict,
+    metrics: dict,
+) -> Path:
+    """Write ``model`` (weights) and its record (config, kept feature groups, feature layout, the training
+    record, metrics, package versions) to the directory ``out``, atomically; returns ``out``."""
+    out = Path(out)
+    check_new_output(out)
+    record = {
+        "artefact": CLASSIFIER_ARTEFACT,
+        "config": asdict(config),
+        "groups": list(groups),
+        "k": k,
+        "seq_len": config.seq_len,
+        "feature_dim": config.feature_dim,
+        "feature_layout_version": FEATURE_LAYOUT_VERSION,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": training,
+        "metrics": metrics,
+        "versions": versions(),
+    }
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with building(out) as partial:
+        save_file(weights, str(partial / WEIGHTS_FILE), metadata={"format": "pt"})
+        write_json(partial / RECORD_FILE, record)
+    return out
+
+
+def load_classifier(path: Path) -> tuple[nn.Module, dict]:
+    """A checkpoint directory -> (model on CPU in eval mode, record); ``record["path"]`` is ``path``."""
+    path = Path(path)
+    record_file = path / RECORD_FILE
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    if record.get("artefact") != CLASSIFIER_ARTEFACT:
+        raise InputError(f"{path} is not a classifier directory; write one with ltmia train")
+    try:
+        model = build_classifier(ClassifierConfig(**record["config"]))
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    except (TypeError, RuntimeError, OSError) as error:
+        first_line = str(error).splitlines()[0]
+        raise InputError(
+            f"{path} is a damaged classifier checkpoint ({first_line}); train it again"
+        ) from None
+    record["path"] = str(path)
+    return model.eval(), record
+
+
+def describe_layout(values: dict) -> str:
+    return (
+        f"feature layout v{values['feature_layout_version']}, k={values['k']}, "
+        f"D={values['feature_dim']}, L={values['seq_len']}"
+    )
+
+
+def check_store_compatible(record: dict, store: Source) -> None:
+    """Refuse a store (or any source) whose feature layout differs from the one the classifier read."""
+    expected = {key: record[key] for key in LAYOUT_KEYS}
+    found = layout(store)
+    if found != expected:
+        raise InputError(
+            f"classifier {record.get('path') or '(not saved)'} expects {describe_layout(expected)}; "
+            f"store {source_name(store)} has {describe_layout(found)}; "
+            "re-extract the store or train a classifier on it"
+        )

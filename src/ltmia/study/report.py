@@ -1,0 +1,179 @@
+"""A study's results: per group, LT-MIA and every baseline pooled over the group's combos (SPEC §7).
+
+Reads only cached score stages, so re-rendering is seconds. Writes under the results directory:
+``summary.md`` (the transfer tables: AUC, TPR@1%, TPR@0.1% per group and attack, with the paper's figures
+where the config gives them), ``results.json`` (everything, machine-readable), and per group
+``groups/<group>.json|.md|-roc.png``. Every JSON records the config hash, the seeds, the package versions
+and the split fingerprint (SHA-256 over every member/non-member text hash) of each combo it rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rich.table import Table
+
+from ltmia.artefacts import versions, write_json
+from ltmia.evaluation import LT_MIA, Scored, merge, pool, slugify, write_results
+from ltmia.metrics import MetricResult
+from ltmia.study.config import Combo
+from ltmia.study.stages import StudyPlan
+
+
+def attack_name(classifier: str, n_classifiers: int) -> str:
+    """``lt_mia`` for a study's only classifier, ``lt_mia[name]`` when several are compared."""
+    return LT_MIA if n_classifiers == 1 else f"{LT_MIA}[{classifier}]"
+
+
+def load_scores(path: Path) -> Scored:
+    return Scored.from_json(json.loads((path / "scores.json").read_text()))
+
+
+def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scored:
+    """Baselines and every classifier's LT-MIA scores of one combo's rows in ``split``."""
+    parts = [load_scores(plan.baselines[combo, split].out(cache))]
+    n = len(plan.classifiers)
+    for name in plan.classifiers:
+        scored = load_scores(plan.lt_mia[name, combo, split].out(cache))
+        parts.append(
+            Scored(scored.name, scored.labels, {attack_name(name, n): scored.scores[LT_MIA]}, scored.rows)
+        )
+    return merge(parts)
+
+
+def split_fingerprint(target: Path) -> dict:
+    record = json.loads((target / "splits.json").read_text())
+    return {"fingerprint": record["fingerprint"], "sizes": record["sizes"], "seed": record["seed"]}
+
+
+def provenance(plan: StudyPlan, cache: Path, combos: list[Combo]) -> dict:
+    config = plan.config
+    return {
+        "study": config.name,
+        "config_hash": config.config_hash,
+        "seeds": {
+            "splits": config.seed,
+            "classifiers": {n: c.params.get("seed", 42) for n, c in config.classifiers.items()},
+        },
+        "versions": versions(),
+        "combos": {
+            f"{c.model} x {c.corpus}": {
+                "target": plan.targets[c].key[:16],
+                **split_fingerprint(plan.targets[c].out(cache)),
+            }
+            for c in combos
+        },
+    }
+
+
+def group_results(plan: StudyPlan, cache: Path) -> dict[str, tuple[Scored, list[Combo]]]:
+    out = {}
+    for name, group in plan.config.groups.items():
+        combos = plan.config.combos(group.combo_sets)
+        out[name] = (pool(name, [combo_scores(plan, cache, c, group.split) for c in combos]), combos)
+    return out
+
+
+def write_report(plan: StudyPlan, cache: Path, results_dir: Path, config_text: str | None = None) -> dict:
+    """Render every group's metrics into ``results_dir``; returns {group: {attack: MetricResult}}."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table: dict[str, dict[str, MetricResult]] = {}
+    record = {
+        "study": plan.config.name,
+        "description": plan.config.description,
+        "config_hash": plan.config.config_hash,
+        "groups": {},
+    }
+    groups_dir = results_dir / "groups"
+    if groups_dir.exists():
+        shutil.rmtree(groups_dir)  # ltmia's own output of a previous render; a group may have been renamed
+    for name, (scored, combos) in group_results(plan, cache).items():
+        group = plan.config.groups[name]
+        title = f"{name} ({group.split} rows of {len(combos)} combo{'s' * (len(combos) > 1)})"
+        extra = {"group": name, "split": group.split, "paper": group.paper, **provenance(plan, cache, combos)}
+        table[name] = write_results(scored, groups_dir, slugify(name), title, extra)
+        record["groups"][name] = {
+            "title": title,
+            "metrics": {a: r.to_dict() for a, r in table[name].items()},
+            **extra,
+        }
+    record["provenance"] = provenance(plan, cache, plan.config.all_combos)
+    write_json(results_dir / "results.json", record)
+    (results_dir / "summary.md").write_text(summary_markdown(plan, table))
+    if config_text is not None:
+        (results_dir / "config.toml").write_text(config_text)
+    write_json(results_dir / "config.resolved.json", plan.config.raw)
+    return table
+
+
+def attacks_in(table: dict[str, dict[str, MetricResult]]) -> list[str]:
+    """LT-MIA columns first, then baselines in registry order."""
+    names = list(dict.fromkeys(a for row in table.values() for a in row))
+    return sorted(names, key=lambda a: (not a.startswith(LT_MIA), names.index(a)))
+
+
+METRICS = {"AUC": "auc", "TPR@1%FPR": "tpr_at_1pct", "TPR@0.1%FPR": "tpr_at_01pct"}
+
+
+def cell(result: MetricResult, metric: str) -> str:
+    text = f"{getattr(result, metric):.3f}"
+    return text + "†" if metric == "tpr_at_01pct" and not result.tpr_at_01pct_measurable else text
+
+
+def summary_markdown(plan: StudyPlan, table: dict[str, dict[str, MetricResult]]) -> str:
+    config = plan.config
+    attacks = attacks_in(table)
+    lines = [
+        f"# Study `{config.name}`",
+        "",
+        config.description.strip(),
+        "",
+        f"Config hash `{config.config_hash[:16]}`, split seed {config.seed}. Groups pool every "
+        "member/non-member row of their combos; † marks a TPR@0.1% from fewer than 1,000 non-members "
+        "(not a measurement, SPEC §7).",
+        "",
+    ]
+    for label, metric in METRICS.items():
+        paper = any(metric in g.paper for g in config.groups.values())
+        lines += [
+            f"## {label}",
+            "",
+            "| group | n (m/nm) | " + " | ".join(attacks) + (" | paper LT-MIA |" if paper else " |"),
+            "|---|---|" + "---:|" * (len(attacks) + paper),
+        ]
+        for name, row in table.items():
+            first = next(iter(row.values()))
+            best = max(
+                (row[a] for a in attacks if not a.startswith(LT_MIA)), key=lambda r: getattr(r, metric)
+            )
+            cells = []
+            for a in attacks:
+                text = cell(row[a], metric)
+                cells.append(f"**{text}**" if row[a] is best else text)
+            extra = f" {config.groups[name].paper.get(metric, '')} |" if paper else ""
+            lines.append(
+                f"| {name} | {first.n_members}/{first.n_nonmembers} | " + " | ".join(cells) + " |" + extra
+            )
+        lines.append("")
+    lines.append("Bold: the best baseline of each row.")
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(table: dict[str, dict[str, MetricResult]], title: str) -> Table:
+    """The AUC transfer table (and LT-MIA's TPR@0.1%) for the terminal."""
+    attacks = attacks_in(table)
+    out = Table("group", *attacks, title=title)
+    for name, row in table.items():
+        best = max(row[a].auc for a in attacks if not a.startswith(LT_MIA))
+        out.add_row(
+            name,
+            *[
+                f"[bold]{row[a].auc:.3f}[/]"
+                if row[a].auc == best and not a.startswith(LT_MIA)
+                else f"{row[a].auc:.3f}"
+                for a in attacks
+            ],
+        )
+    return out

@@ -1,0 +1,315 @@
+"""The stage graph of a study: what to compute, keyed by its inputs, and how to compute each kind.
+
+zoo tokenizer -> pretrain each zoo architecture -> fine-tune each combo (SPEC §2-3) -> extract its store
+(SPEC §4-5) -> train each classifier (SPEC §6) -> score each (combo, split) with the baselines and with
+each classifier (SPEC §5, §7). The report (``ltmia.study.report``) reads the scores.
+
+A stage's key is the SHA-256 of its kind, its parameters and its dependencies' keys, so it names exactly
+the inputs its output depends on: change one setting and the keys of that stage and everything downstream
+change (new directories), while every other stage keeps its key and its cached output. The output of a
+stage lives in ``<cache>/<kind dir>/<readable slug>-<key[:16]>`` and is finished when its ``stage.json``
+exists: the artefact is written atomically first (``ltmia.artefacts.building``) and ``stage.json`` last,
+so a killed run never leaves a stage that looks done. Stages are plain data (picklable), so a backend can
+run them anywhere that sees the cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ltmia.artefacts import versions, write_json
+from ltmia.corpora import corpus_texts, get_corpus
+from ltmia.data import make_splits
+from ltmia.errors import InputError
+from ltmia.store import StoreSettings
+from ltmia.study.config import Combo, StudyConfig
+from ltmia.zoo.pretrain import ZooSettings
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+STAGE_VERSION = 1  # bump when a stage's code changes its numbers: every key (and cache entry) changes
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One unit of work: ``kind`` selects the runner, ``params`` and ``deps`` are all it reads."""
+
+    kind: str
+    label: str
+    params: dict = field(hash=False, compare=False)
+    deps: tuple[Stage, ...] = ()
+    key: str = ""
+    path: str = ""  # relative to the cache root
+
+    def out(self, cache: Path) -> Path:
+        return Path(cache) / self.path
+
+    def done(self, cache: Path) -> bool:
+        return (self.out(cache) / STAGE_FILE).exists()
+
+
+def stage_key(kind: str, params: dict, deps: tuple[Stage, ...]) -> str:
+    payload = {"kind": kind, "version": STAGE_VERSION, "params": params, "deps": [d.key for d in deps]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def make_stage(kind: str, label: str, params: dict, deps: tuple[Stage, ...], folder: str, slug: str) -> Stage:
+    key = stage_key(kind, params, deps)
+    return Stage(kind, label, params, deps, key, f"{folder}/{slug}-{key[:16]}")
+
+
+# --- planning -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyPlan:
+    """Every stage of a study in dependency order, plus the lookups the report needs."""
+
+    config: StudyConfig
+    stages: list[Stage]
+    targets: dict[Combo, Stage]
+    stores: dict[Combo, Stage]
+    classifiers: dict[str, Stage]
+    baselines: dict[tuple[Combo, str], Stage]
+    lt_mia: dict[tuple[str, Combo, str], Stage]
+
+
+def zoo_stages(zoo: ZooSettings, archs: list[str]) -> dict[str, Stage]:
+    """A tokenizer stage, then one pretraining stage per architecture, all in one zoo directory."""
+    settings = asdict(zoo)
+    zoo_key = stage_key("zoo", settings, ())
+    folder = f"zoo/{zoo_key[:16]}"
+    tokenizer = Stage(
+        "tokenizer",
+        "zoo tokenizer",
+        settings,
+        (),
+        stage_key("tokenizer", settings, ()),
+        f"{folder}/tokenizer",
+    )
+    return {
+        arch: Stage(
+            "pretrain",
+            f"pretrain {arch}",
+            {**settings, "arch": arch},
+            (tokenizer,),
+            stage_key("pretrain", {**settings, "arch": arch}, (tokenizer,)),
+            f"{folder}/{arch}",
+        )
+        for arch in archs
+    }
+
+
+def finetune_stage(combo: Combo, pretrained: dict[str, Stage]) -> Stage:
+    params = {
+        "model": combo.model,
+        "corpus": combo.corpus,
+        "column": combo.column,
+        "kind": combo.kind,
+        "members": combo.members,
+        "val": combo.val,
+        "seed": combo.seed,
+        "recipe": dict(combo.recipe_items),
+    }
+    deps = (pretrained[combo.arch],) if combo.arch else ()
+    return make_stage("finetune", f"fine-tune {combo.slug}", params, deps, "targets", combo.slug)
+
+
+def extract_stage(combo: Combo, target: Stage, store: StoreSettings) -> Stage:
+    return make_stage("extract", f"extract {combo.slug}", store.plan(), (target,), "stores", combo.slug)
+
+
+def classifier_stage(name: str, params: dict, stores: list[Stage]) -> Stage:
+    return make_stage("classifier", f"train classifier {name}", params, tuple(stores), "classifiers", name)
+
+
+def shipped_stage(name: str) -> Stage:
+    """The classifier that ships with ltmia: nothing to run, keyed by its weights' checksum."""
+    folder = shipped_classifier_dir()
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise InputError(
+            f"this ltmia has no shipped classifier ({folder}); train one (ltmia study run offline-full) "
+            "or use a [classifiers.<name>] table with train = [...]"
+        )
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return Stage("shipped", f"shipped classifier {name}", {"path": str(folder)}, (), digest, str(folder))
+
+
+def shipped_classifier_dir() -> Path:
+    return Path(str(resources.files("ltmia.classifier") / "shipped"))
+
+
+def plan(config: StudyConfig) -> StudyPlan:
+    """Every stage the study needs, deduplicated by key, dependencies first."""
+    archs = list(dict.fromkeys(c.arch for c in config.all_combos if c.arch))
+    pretrained = zoo_stages(config.zoo, archs)
+    targets = {c: finetune_stage(c, pretrained) for c in config.all_combos}
+    stores = {c: extract_stage(c, targets[c], config.store) for c in config.all_combos}
+    classifiers = {}
+    for name, spec in config.classifiers.items():
+        if spec.shipped:
+            classifiers[name] = shipped_stage(name)
+        else:
+            train_stores = [stores[c] for c in config.combos(spec.train)]
+            classifiers[name] = classifier_stage(name, spec.params, train_stores)
+    baselines, lt_mia = {}, {}
+    for group in config.groups.values():
+        for combo in config.combos(group.combo_sets):
+            store = stores[combo]
+            baselines[combo, group.split] = make_stage(
+                "baselines",
+                f"baselines {combo.slug} ({group.split})",
+                {"split": group.split},
+                (store,),
+                "scores",
+                f"baselines--{combo.slug}",
+            )
+            for name, clf in classifiers.items():
+                lt_mia[name, combo, group.split] = make_stage(
+                    "lt_mia",
+                    f"LT-MIA {name} on {combo.slug} ({group.split})",
+                    {"split": group.split},
+                    (clf, store),
+                    "scores",
+                    f"{name}--{combo.slug}",
+                )
+    ordered: dict[str, Stage] = {}
+    for stage in [*baselines.values(), *lt_mia.values()]:
+        add_with_deps(stage, ordered)
+    return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia)
+
+
+def add_with_deps(stage: Stage, ordered: dict[str, Stage]) -> None:
+    """Depth-first: dependencies enter ``ordered`` before the stage that needs them."""
+    if stage.key in ordered:
+        return
+    for dep in stage.deps:
+        add_with_deps(dep, ordered)
+    ordered[stage.key] = stage
+
+
+# --- running ------------------------------------------------------------------------------------------
+
+Runner = Callable[[Stage, Path, str], None]
+RUNNERS: dict[str, Runner] = {}
+
+
+def runner(kind: str) -> Callable[[Runner], Runner]:
+    def add(function: Runner) -> Runner:
+        RUNNERS[kind] = function
+        return function
+
+    return add
+
+
+def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
+    """Compute one stage whose dependencies are done, then mark it done (``stage.json``, last)."""
+    if stage.kind == "shipped" or stage.done(cache):
+        return
+    missing = [d.label for d in stage.deps if d.kind != "shipped" and not d.done(cache)]
+    if missing:
+        raise RuntimeError(f"{stage.label}: dependencies not done: {', '.join(missing)}")
+    RUNNERS[stage.kind](stage, cache, device)
+    record = {
+        "kind": stage.kind,
+        "label": stage.label,
+        "key": stage.key,
+        "params": stage.params,
+        "deps": [d.key for d in stage.deps],
+        "versions": versions(),
+    }
+    write_json(stage.out(cache) / STAGE_FILE, record)
+
+
+def zoo_settings(params: dict) -> ZooSettings:
+    from ltmia.finetune import Recipe
+    from ltmia.zoo.architectures import ZooSize
+
+    values = {k: v for k, v in params.items() if k != "arch"}
+    return ZooSettings(**{**values, "size": ZooSize(**values["size"]), "recipe": Recipe(**values["recipe"])})
+
+
+@runner("tokenizer")
+def run_tokenizer(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.zoo.pretrain import build_zoo
+
+    build_zoo(stage.out(cache).parent, [], zoo_settings(stage.params), device)
+
+
+@runner("pretrain")
+def run_pretrain(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.zoo.pretrain import build_zoo
+
+    build_zoo(stage.out(cache).parent, [stage.params["arch"]], zoo_settings(stage.params), device)
+
+
+@runner("finetune")
+def run_finetune(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.finetune import Recipe, finetune
+
+    p = stage.params
+    base = str(stage.deps[0].out(cache)) if stage.deps else p["model"]
+    corpus = get_corpus(p["corpus"], column=p["column"], kind=p["kind"])
+    texts = corpus_texts(corpus)  # a built-in corpus's pretraining share never becomes a member (SPEC §2)
+    splits = make_splits(
+        texts,
+        p["members"],
+        p["val"],
+        p["members"],
+        seed=p["seed"],
+        kind=corpus.kind,
+        source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
+    )
+    finetune(base, splits, stage.out(cache), Recipe(**p["recipe"]), device=device)
+
+
+@runner("extract")
+def run_extract(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.store import extract_target
+
+    extract_target(stage.deps[0].out(cache), stage.out(cache), StoreSettings(**stage.params), device=device)
+
+
+@runner("classifier")
+def run_classifier(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.classifier import LTMIA
+    from ltmia.store import Store
+
+    out = stage.out(cache)
+    if (out / "classifier.json").exists():  # trained before a crash that came before stage.json
+        return
+    stores = [Store(d.out(cache)) for d in stage.deps]
+    LTMIA(**stage.params, device=device).fit(stores).save(out)
+
+
+def write_scores(stage: Stage, cache: Path, scored) -> None:
+    out = stage.out(cache)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "scores.json", scored.to_json())
+
+
+@runner("baselines")
+def run_baselines(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.evaluation import baseline_scores
+    from ltmia.store import Store
+
+    write_scores(stage, cache, baseline_scores(Store(stage.deps[0].out(cache)), stage.params["split"]))
+
+
+@runner("lt_mia")
+def run_lt_mia(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.classifier import LTMIA
+    from ltmia.evaluation import lt_mia_scores
+    from ltmia.store import Store
+
+    classifier = LTMIA.load(stage.deps[0].out(cache))
+    store = Store(stage.deps[1].out(cache))
+    write_scores(stage, cache, lt_mia_scores(classifier, store, stage.params["split"]))

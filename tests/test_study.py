@@ -1,0 +1,154 @@
+"""Study configs, the stage graph and its cache keys, and a miniature study end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ltmia.errors import InputError
+from ltmia.study import stages as stages_module
+from ltmia.study.config import load_config, parse, read_toml, shipped_configs
+from ltmia.study.report import write_report
+from ltmia.study.runner import run_local, status
+from ltmia.study.stages import plan
+
+MINI = Path(__file__).parent / "data" / "mini.toml"
+
+
+def keys_by_label(study) -> dict[str, str]:
+    return {stage.label: stage.key for stage in study.stages}
+
+
+def test_shipped_configs_plan():
+    """Every shipped config (paper included, which cannot run offline) validates and plans its stages."""
+    names = shipped_configs()
+    assert {"demo", "offline-full", "paper"} <= set(names)
+    for name in names:
+        study = plan(load_config(name))
+        kinds = {stage.kind for stage in study.stages}
+        assert {"finetune", "extract", "baselines", "lt_mia"} <= kinds, name
+        keys = [stage.key for stage in study.stages]
+        assert len(keys) == len(set(keys)), f"{name}: a stage is planned twice"
+        seen: set[str] = set()
+        for stage in study.stages:  # dependencies come first
+            assert all(dep.key in seen or dep.kind == "shipped" for dep in stage.deps), stage.label
+            seen.add(stage.key)
+
+
+def test_paper_config_uses_hub_models_and_no_zoo():
+    study = plan(load_config("paper"))
+    assert not any(stage.kind in ("tokenizer", "pretrain") for stage in study.stages)
+    bases = {stage.params["model"] for stage in study.stages if stage.kind == "finetune"}
+    assert "state-spaces/mamba-790m-hf" in bases and len(bases) >= 14
+    assert all(combo.members == 10000 and combo.val == 500 for combo in study.config.all_combos)
+
+
+def test_changing_one_setting_invalidates_exactly_downstream(tmp_path):
+    raw = read_toml(str(MINI))
+    before = keys_by_label(plan(parse(raw)))
+
+    more_epochs = json.loads(json.dumps(raw))
+    more_epochs["classifiers"]["tiny"]["epochs"] = 2
+    after = keys_by_label(plan(parse(more_epochs)))
+    changed = {label for label in before if before[label] != after[label]}
+    assert changed == {label for label in before if label.startswith(("train classifier", "LT-MIA"))}
+
+    other_recipe = json.loads(json.dumps(raw))
+    other_recipe["combos"]["heldout"]["recipe"] = {"epochs": 1, "lr": 1e-4}
+    after = keys_by_label(plan(parse(other_recipe)))
+    changed = {label for label in before if before[label] != after[label]}
+    assert changed == {
+        "fine-tune gpt2--fortunes",
+        "extract gpt2--fortunes",
+        "baselines gpt2--fortunes (all)",
+        "LT-MIA tiny on gpt2--fortunes (all)",
+    }
+
+    bigger_zoo = json.loads(json.dumps(raw))
+    bigger_zoo["zoo"]["epochs"] = 2
+    after = keys_by_label(plan(parse(bigger_zoo)))
+    assert all(before[label] != after[label] for label in before)  # everything rests on the zoo
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["combos"]["train"].update(modles=["zoo:llama"]), "unknown key(s) modles"),
+        (lambda r: r["groups"]["held-out"].update(combos=["nope"]), "unknown combo set 'nope'"),
+        (lambda r: r["groups"]["held-out"].update(split="val"), "split must be one of"),
+        (lambda r: r["combos"]["train"].update(models=["zoo:transformerxl"]), "unknown architecture"),
+        (lambda r: r["classifiers"]["tiny"].update(groups=["targets"]), "unknown feature group"),
+        (lambda r: r["combos"]["train"].update(members=5), "members must be an integer >= 20"),
+        (lambda r: r["combos"]["train"].update(recipe={"optimiser": "sgd"}), "unknown key(s) optimiser"),
+    ],
+)
+def test_config_errors_name_the_problem(edit, message):
+    raw = read_toml(str(MINI))
+    edit(raw)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse(raw)
+
+
+def test_unknown_config_lists_shipped_ones():
+    with pytest.raises(InputError, match="offline-full"):
+        load_config("no-such-study")
+
+
+def test_extends_overrides_table_by_table(tmp_path):
+    child = tmp_path / "child.toml"
+    child.write_text(f'extends = "{MINI}"\n[classifiers.tiny]\nepochs = 3\n')
+    config = load_config(str(child))
+    assert config.name == "child"
+    assert config.classifiers["tiny"].params["epochs"] == 3
+    assert config.classifiers["tiny"].params["d_model"] == 16  # inherited
+    assert set(config.groups) == {"in-distribution", "held-out"}
+
+
+def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
+    """A killed run resumes without redoing finished stages; then the tables are well formed."""
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    study = plan(load_config(str(MINI)))
+    calls: list[str] = []
+    real = dict(stages_module.RUNNERS)
+
+    def counting(kind):
+        def run(stage, cache_dir, device):
+            calls.append(stage.label)
+            if stage.kind == "extract" and len([c for c in calls if c.startswith("extract")]) == 2:
+                raise KeyboardInterrupt  # the second extraction is "killed"
+            real[kind](stage, cache_dir, device)
+
+        return run
+
+    for kind in real:
+        monkeypatch.setitem(stages_module.RUNNERS, kind, counting(kind))
+    with pytest.raises(KeyboardInterrupt):
+        run_local(study, cache)
+    finished = {stage.label for stage, done in status(study, cache) if done}
+    assert "fine-tune llama--fortunes" in finished and "extract llama--fortunes" in finished
+    assert "extract gpt2--fortunes" not in finished
+
+    calls.clear()
+    run_local(study, cache)
+    assert not finished & set(calls), "a finished stage ran again"
+    assert all(done for _, done in status(study, cache))
+
+    table = write_report(study, cache, results)
+    assert set(table) == {"in-distribution", "held-out"}
+    for row in table.values():
+        assert {"lt_mia", "loss", "zlib", "min_k", "min_k_pp", "ref_loss", "ez_mia", "wbc"} <= set(row)
+        assert all(0.0 <= result.auc <= 1.0 for result in row.values())
+    held_out = table["held-out"]["loss"]
+    assert held_out.n_members == held_out.n_nonmembers == 40  # all pairs of an evaluation combo
+    in_dist = table["in-distribution"]["loss"]
+    assert in_dist.n_members == in_dist.n_nonmembers == 2  # the 5% test pairs of 40
+    record = json.loads((results / "results.json").read_text())
+    assert record["config_hash"] == study.config.config_hash
+    group = record["groups"]["held-out"]
+    assert group["versions"]["torch"] and group["seeds"]["splits"] == 42
+    assert len(next(iter(group["combos"].values()))["fingerprint"]) == 64
+    summary = (results / "summary.md").read_text()
+    assert "| held-out | 40/40 |" in summary and "## TPR@0.1%FPR" in summary
+    assert (results / "groups" / "held-out-roc.png").stat().st_size > 1000
