@@ -289,3 +289,22 @@ def test_cli_train_writes_a_classifier(tmp_path, small_store):
     assert record["training"]["settings"]["epochs"] == 2 and len(record["training"]["history"]) == 2
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and isinstance(again.exception, OutputExistsError)
+
+
+def test_cli_evaluate_writes_tables_and_roc_per_store_and_group(tmp_path, small_store):
+    clf = tmp_path / "clf"
+    train = ["train", str(small_store), "--out", str(clf), "--epochs", "1", "--batch-size", "16"]
+    assert CliRunner().invoke(app, [*train, "--warmup-epochs", "0"]).exit_code == 0
+    out = tmp_path / "eval"
+    args = ["evaluate", str(small_store), "--classifier", str(clf), "--out", str(out), "--split", "all"]
+    result = CliRunner().invoke(app, [*args, "--group", "tiny group"])
+    assert result.exit_code == 0, result.output
+    for slug in (small_store.name, "tiny-group"):
+        record = json.loads((out / f"{slug}.json").read_text())
+        assert {"lt_mia", "loss", "ref_loss", "ez_mia", "wbc"} <= set(record["metrics"])
+        assert (
+            record["metrics"]["lt_mia"]["n_members"] == 24 and record["metrics"]["loss"]["n_nonmembers"] == 24
+        )
+        assert (out / f"{slug}.md").read_text().count("\n| ") >= 8  # header + 8 attacks
+        assert (out / f"{slug}-roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lt_mia" in result.output
