@@ -36,4 +36,4 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: install
-	$(PY) benchmarks/train_speed.py
+	for b in train_speed extract_speed classifier_speed; do $(PY) benchmarks/$$b.py || exit 1; done
