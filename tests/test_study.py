@@ -152,3 +152,22 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     summary = (results / "summary.md").read_text()
     assert "| held-out | 40/40 |" in summary and "## TPR@0.1%FPR" in summary
     assert (results / "groups" / "held-out-roc.png").stat().st_size > 1000
+
+
+def test_shipped_classifier_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(stages_module, "shipped_classifier_dir", lambda: tmp_path / "nothing")
+    raw = read_toml(str(MINI))
+    raw["classifiers"] = {"shipped": {"shipped": True}}
+    with pytest.raises(InputError, match="no shipped classifier"):
+        plan(parse(raw))
+
+
+def test_cli_study_plan_lists_stages_without_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from ltmia.cli import app
+
+    result = CliRunner().invoke(app, ["study", "plan", str(MINI), "--cache", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "12 stages, 0 cached, 12 to run" in result.output
+    assert not any(tmp_path.iterdir())  # planning wrote nothing
