@@ -392,7 +392,7 @@ def _run_study(config: str, cache: Path, results: Path | None, seed: int | None,
 
     from ltmia.study.config import config_source, load_config
     from ltmia.study.report import rich_table, write_report
-    from ltmia.study.runner import run_local
+    from ltmia.study.runner import run_local, status
     from ltmia.study.stages import plan
 
     started = time.perf_counter()
@@ -404,7 +404,7 @@ def _run_study(config: str, cache: Path, results: Path | None, seed: int | None,
                 f"[{index}/{total}] {stage.label}: {event}{' s' if event.startswith('done') else ''}"
             )
 
-    cached = sum(stage.kind == "shipped" or stage.done(cache) for stage in study.stages)
+    cached = sum(done for _, done in status(study, cache))
     console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
     run_local(study, cache, device, on_stage)
     results = results or Path("results") / study.config.name

@@ -311,14 +311,3 @@ def load_config(spec: str, seed: int | None = None) -> StudyConfig:
     if seed is not None:
         raw = {**raw, "seed": seed, "name": f"{raw['name']}-seed{seed}"}
     return parse(raw)
-
-
-def describe(config: StudyConfig) -> dict:
-    """JSON-able summary of the resolved config."""
-    return {
-        "name": config.name,
-        "config_hash": config.config_hash,
-        "seed": config.seed,
-        "raw": config.raw,
-        "zoo": asdict(config.zoo),
-    }

@@ -9,6 +9,7 @@ and the split fingerprint (SHA-256 over every member/non-member text hash) of ea
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -43,7 +44,9 @@ def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scor
     return merge(parts)
 
 
+@functools.cache
 def split_fingerprint(target: Path) -> dict:
+    """A target's split record, read once per process (every group that uses the target cites it)."""
     record = json.loads((target / "splits.json").read_text())
     return {"fingerprint": record["fingerprint"], "sizes": record["sizes"], "seed": record["seed"]}
 

@@ -22,7 +22,7 @@ OnStage = Callable[[int, int, Stage, str], None]
 
 def status(plan: StudyPlan, cache: Path) -> list[tuple[Stage, bool]]:
     """Every stage with whether its output is already cached."""
-    return [(stage, stage.kind == "shipped" or stage.done(cache)) for stage in plan.stages]
+    return [(stage, stage.done(cache)) for stage in plan.stages]
 
 
 def run_local(plan: StudyPlan, cache: Path, device: str = "auto", on_stage: OnStage | None = None) -> float:

@@ -52,7 +52,8 @@ class Stage:
         return Path(cache) / self.path
 
     def done(self, cache: Path) -> bool:
-        return (self.out(cache) / STAGE_FILE).exists()
+        """Finished: its ``stage.json`` exists (the shipped classifier has nothing to run)."""
+        return self.kind == "shipped" or (self.out(cache) / STAGE_FILE).exists()
 
 
 def stage_key(kind: str, params: dict, deps: tuple[Stage, ...]) -> str:
@@ -212,9 +213,9 @@ def runner(kind: str) -> Callable[[Runner], Runner]:
 
 def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
     """Compute one stage whose dependencies are done, then mark it done (``stage.json``, last)."""
-    if stage.kind == "shipped" or stage.done(cache):
+    if stage.done(cache):
         return
-    missing = [d.label for d in stage.deps if d.kind != "shipped" and not d.done(cache)]
+    missing = [d.label for d in stage.deps if not d.done(cache)]
     if missing:
         raise RuntimeError(f"{stage.label}: dependencies not done: {', '.join(missing)}")
     RUNNERS[stage.kind](stage, cache, device)
