@@ -5,9 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEBIAN_PACKAGES := fortunes wordnet-base python3-doc
+TEST_DEBIAN_PACKAGES := chromium  # the audit report is checked in headless Chromium (driven by playwright)
 STAMP := $(VENV)/.ltmia-installed
 
-.PHONY: install system-deps demo test lint bench clean-demo
+.PHONY: install system-deps test-deps apt-install demo test lint bench clean-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,15 +21,21 @@ install: $(STAMP) system-deps
 
 # Built-in corpora read real text from these Debian packages.
 system-deps:
-	@dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || { \
+	@$(MAKE) -s apt-install PACKAGES="$(DEBIAN_PACKAGES)"
+
+test-deps:
+	@$(MAKE) -s apt-install PACKAGES="$(TEST_DEBIAN_PACKAGES)"
+
+apt-install:
+	@dpkg -s $(PACKAGES) >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null || \
-	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(DEBIAN_PACKAGES) >/dev/null; }; }
+	  $$SUDO apt-get install -y -q $(PACKAGES) >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(PACKAGES) >/dev/null; }; }
 
 demo: install
 	$(VENV)/bin/ltmia demo
 
-test: install
+test: install test-deps
 	$(PY) -m pytest
 
 lint: install
@@ -36,4 +43,4 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 bench: install
-	for b in train_speed extract_speed classifier_speed; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in train_speed extract_speed classifier_speed ray_scaling; do $(PY) benchmarks/$$b.py || exit 1; done

@@ -26,8 +26,11 @@ _PACKAGES = ("ltmia", "torch", "transformers", "tokenizers", "peft", "safetensor
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the packages that decide ltmia's numbers, for every manifest."""
-    found = {"python": platform.python_version()}
+    """Versions of Python and the packages that decide ltmia's numbers, for every manifest, and torch's
+    thread count: it changes the order of float reductions, so bit-identical re-runs need the same one."""
+    import torch
+
+    found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
     for package in _PACKAGES:
         try:
             found[package] = metadata.version(package)
