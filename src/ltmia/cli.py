@@ -382,17 +382,33 @@ def study_run(
     ] = None,
     seed: SeedOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="local (one stage at a time) or ray (docs/scaling.md).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; default: start Ray on this machine.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="CPUs of the Ray started here; default all.")] = None,
 ) -> None:
     """Run every unfinished stage of a study, then write its tables and plots."""
-    _run_study(config, cache, results, seed, device)
+    _run_study(config, cache, results, seed, device, backend, address, workers)
 
 
-def _run_study(config: str, cache: Path, results: Path | None, seed: int | None, device: str) -> None:
+def _run_study(
+    config: str,
+    cache: Path,
+    results: Path | None,
+    seed: int | None,
+    device: str,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+) -> None:
     import time
 
     from ltmia.study.config import config_source, load_config
     from ltmia.study.report import rich_table, write_report
-    from ltmia.study.runner import run_local, status
+    from ltmia.study.runner import run_stages, status
     from ltmia.study.stages import plan
 
     started = time.perf_counter()
@@ -406,7 +422,7 @@ def _run_study(config: str, cache: Path, results: Path | None, seed: int | None,
 
     cached = sum(done for _, done in status(study, cache))
     console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
-    run_local(study, cache, device, on_stage)
+    run_stages(study, cache, device, on_stage, backend, address, workers)
     results = results or Path("results") / study.config.name
     table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
     console.print(rich_table(table, f"AUC per group, study {study.config.name} (bold: best baseline)"))
@@ -443,6 +459,97 @@ def evaluate(
     for title, results in evaluate_stores(opened, out, model, split, group).values():
         console.print(metrics_table(results, title))
     console.print(f"tables and ROC plots in {out}/")
+
+
+# ------------------------------------------------------------------------------------------------ audit
+@app.command()
+def audit(
+    target: Annotated[str, typer.Option(help="Fine-tuned model: directory, LoRA adapter dir or hub id.")],
+    texts: Annotated[
+        str, typer.Option(help="Candidate texts: .txt/.jsonl/.csv/.parquet file, or - (stdin).")
+    ],
+    reference: Annotated[
+        str | None, typer.Option(help="Its base model; default: a LoRA adapter's base (adapters disabled).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Known labels, one per text (1/0 or member/non-member): adds metrics.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (an interrupted audit resumes).")] = Path(
+        "runs/audit"
+    ),
+    column: Annotated[str | None, typer.Option(help="Text column of a .jsonl/.csv/.parquet file.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="txt, jsonl or csv (for stdin).")] = None,
+    classifier: Annotated[
+        Path | None, typer.Option(help="Classifier directory; default: the one shipped with ltmia.")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="text, or code (code keeps its last tokens, SPEC §2).")] = "text",
+    explain: Annotated[int, typer.Option(help="Explain the top N texts token by token (0: none).")] = 20,
+    batch_size: int = 16,
+    memory_budget_mib: Annotated[
+        int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
+    ] = 1024,
+    device: str = "auto",
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow model code from the model's repository (review it first).")
+    ] = False,
+) -> None:
+    """Score candidate texts for membership in a fine-tuned model: LT-MIA + every baseline, per-token
+    explanations, report.html."""
+    from ltmia.audit import AuditSettings, audit, candidates, read_labels, read_texts
+    from ltmia.errors import InputError
+    from ltmia.models import load_tokenizer
+    from ltmia.progress import text_bar
+
+    if kind not in ("text", "code"):
+        raise InputError(f"--kind must be text or code, not {kind!r}")
+    raw = read_texts(texts, column, fmt)
+    known = read_labels(labels, len(raw)) if labels is not None else None
+    tokenizer = load_tokenizer(target, trust_remote_code)
+    found = candidates(raw, tokenizer, known)
+    settings = AuditSettings(
+        classifier=classifier,
+        kind=kind,
+        explain=explain,
+        batch_size=batch_size,
+        memory_budget_bytes=memory_budget_mib * 2**20,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+    with text_bar(console, "target + reference") as on_texts:
+        result = audit(
+            target, found, out, reference=reference, settings=settings, tokenizer=tokenizer, on_texts=on_texts
+        )
+    _print_audit(result)
+
+
+def _print_audit(result) -> None:
+    from ltmia.progress import metrics_table
+
+    counts = result.counts
+    flagged = ", ".join(
+        f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts
+    )
+    console.print(
+        f"{len(result.table)} texts scored, {counts['skipped_empty']} empty skipped"
+        + (f"; flagged: {flagged}" if flagged else "")
+    )
+    table = Table(
+        "rank", "text #", "LT-MIA score", "ref_loss", "loss", "flags", "text", title="Most member-like"
+    )
+    for entry in result.table[:10]:
+        table.add_row(
+            str(entry["rank"]),
+            str(entry["index"]),
+            f"{entry['lt_mia_score']:.3f}",
+            f"{entry['ref_loss']:.3f}",
+            f"{entry['loss']:.3f}",
+            " ".join(entry["flags"]),
+            escape(entry["text"][:60].replace("\n", " ")),
+        )
+    console.print(table)
+    if result.metrics is not None:
+        console.print(metrics_table(result.metrics, "Against the given labels"))
+    console.print(f"scores (a ranking, not probabilities) and report.html in {result.out}/")
 
 
 # ------------------------------------------------------------------------------------------------- demo

@@ -2,9 +2,10 @@
 
 A store is a directory (the ``save_pretrained`` idea of ``ltmia.artefacts``):
 
-- ``rows.json``: per row (one text) the text, its SHA-256, label (1 member, 0 non-member), split and pair
-  index. The texts are kept because the zlib baseline reads them (SPEC §5) and audits show them; the store
-  is the user's own artefact, as private as the corpus it came from.
+- ``rows.json``: per row (one text) the text, its SHA-256, label (1 member, 0 non-member, -1 unknown: an
+  audit's candidates), split and pair index. The texts are kept because the zlib baseline reads them
+  (SPEC §5) and audits show them; the store is the user's own artefact, as private as the corpus it came
+  from.
 - ``shard-00000.safetensors``, ...: for ``shard_size`` consecutive rows, ``features`` (n, L, 7k+14) float32
   or float16, ``mask`` (n, L) bool and the `TokenStats` arrays (n, L-1), float32 / bool.
 - ``manifest.json``: models, source, settings, feature layout version, package versions, and each file's
@@ -56,6 +57,7 @@ ROWS_FILE = "rows.json"
 PLAN_FILE = "plan.json"
 PAIR_SPLITS = ("train", "val", "test")  # SPEC §2 order; rows of a target store follow it
 UNSPLIT = "all"  # the split of rows given without one
+UNLABELLED = -1  # the label of a row whose membership is unknown (an audit's candidate texts)
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 STAT_NAMES = tuple(f.name for f in fields(TokenStats))
 
@@ -96,7 +98,8 @@ class StoreSettings:
 
 @dataclass
 class Rows:
-    """The N texts of a store and what each is: label (1 member, 0 non-member), split name, pair index.
+    """The N texts of a store and what each is: label (1 member, 0 non-member, -1 unknown), split name,
+    pair index.
 
     Texts and labels are enough: ``split`` then defaults to "all" for every row and ``pair`` to -1 (none).
     """
@@ -115,8 +118,8 @@ class Rows:
             raise InputError("a store needs at least one text, and every text must be a non-empty string")
         if not len(self.labels) == len(self.split) == len(self.pair) == n:
             raise InputError(f"{n} texts need as many labels, split names and pair indices")
-        if set(self.labels) - {0, 1}:
-            raise InputError("labels must be 1 (member) or 0 (non-member)")
+        if set(self.labels) - {0, 1, UNLABELLED}:
+            raise InputError("labels must be 1 (member), 0 (non-member) or -1 (unknown)")
 
     def record(self) -> dict[str, list]:
         """The JSON columns of ``rows.json``."""
@@ -173,11 +176,12 @@ def target_rows(target: Path, corpus: str | None = None, column: str | None = No
 
 
 def split_counts(rows: Rows) -> dict[str, dict[str, int]]:
-    """Members and non-members per split name, in the rows' order of first appearance."""
+    """Members and non-members (and unlabelled rows, if any) per split name, in order of first appearance."""
+    names = {1: "members", 0: "non_members", UNLABELLED: "unlabelled"}
     counts: dict[str, dict[str, int]] = {}
     for name, label in zip(rows.split, rows.labels, strict=True):
         entry = counts.setdefault(name, {"members": 0, "non_members": 0})
-        entry["members" if label else "non_members"] += 1
+        entry[names[label]] = entry.get(names[label], 0) + 1
     return counts
 
 
@@ -414,7 +418,7 @@ class Store:
             raise InputError(f"{path} is not a finished feature store; write one with ltmia extract")
         self.manifest = manifest
         record = json.loads((self.path / ROWS_FILE).read_text())
-        self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member
+        self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member, -1 unknown
         self.split = np.asarray(record["split"])  # (N,) split names
         self.pair = np.asarray(record["pair"], dtype=np.int64)  # (N,) pair index, -1 for none
         self.hashes: list[str] = record["sha256"]

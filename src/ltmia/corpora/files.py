@@ -107,18 +107,23 @@ def user_corpus(spec: str, texts: Iterable[str], kind: Kind, origin: str) -> Cor
 
 def read_utf8(path: Path) -> str:
     """The file's text with newlines normalised; non-UTF-8 bytes are refused rather than guessed at."""
-    data = path.read_bytes()
+    return decode_utf8(path.read_bytes(), path)
+
+
+def decode_utf8(data: bytes, where: str | Path) -> str:
+    """Bytes read from ``where`` (a file, or stdin) as text with newlines normalised; non-UTF-8 is refused."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
+        name = Path(where).name
         raise InputError(
-            f"{path} is not UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}; "
-            f"re-encode it to UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}"
+            f"{where} is not UTF-8: byte 0x{data[err.start]:02x} at offset {err.start}; "
+            f"re-encode it to UTF-8, e.g. iconv -f latin1 -t utf-8 {name} > utf8-{name}"
         ) from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def refuse_column(column: str | None, path: Path) -> None:
+def refuse_column(column: str | None, path: str | Path) -> None:
     """A column given for a source without columns is a mistake worth reporting, not ignoring."""
     if column is not None:
         raise InputError(
@@ -138,15 +143,16 @@ def pick_column(column: str | None, available: Iterable[str], source: object) ->
     return chosen
 
 
-def txt_texts(path: Path, column: str | None) -> list[str]:
-    """Blank-line-separated blocks if the file has blank lines, else one text per line."""
+def txt_texts(text: str, column: str | None, path: str | Path) -> list[str]:
+    """Blank-line-separated blocks if the text has blank lines, else one text per line. Line breaks at the
+    very start and end are layout, not texts (a file's final newline would otherwise be an empty text)."""
     refuse_column(column, path)
-    text = read_utf8(path)
+    text = text.strip("\n")
     blank_line = re.compile(r"\n[ \t]*\n")
     return blank_line.split(text) if blank_line.search(text.strip()) else text.split("\n")
 
 
-def string_values(values: Iterable[tuple[str, object]], column: str, path: Path) -> Iterator[str]:
+def string_values(values: Iterable[tuple[str, object]], column: str, path: str | Path) -> Iterator[str]:
     """The text values of a column, located by ``where`` in errors; missing and null values are skipped."""
     for where, value in values:
         if isinstance(value, str):
@@ -155,10 +161,10 @@ def string_values(values: Iterable[tuple[str, object]], column: str, path: Path)
             raise InputError(f"{path} {where}: column {column!r} holds {type(value).__name__}, not text")
 
 
-def jsonl_texts(path: Path, column: str | None) -> list[str]:
+def jsonl_texts(text: str, column: str | None, path: str | Path) -> list[str]:
     """One text per JSON object line; rows without the column are skipped, blank lines ignored."""
     rows = []
-    for number, line in enumerate(read_utf8(path).split("\n"), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -173,9 +179,9 @@ def jsonl_texts(path: Path, column: str | None) -> list[str]:
     return list(string_values(((where, row.get(name)) for where, row in rows), name, path))
 
 
-def csv_texts(path: Path, column: str | None) -> list[str]:
-    """One text per row from a CSV file with a header line; quoted fields may span lines."""
-    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
+def csv_texts(text: str, column: str | None, path: str | Path) -> list[str]:
+    """One text per row of CSV with a header line; quoted fields may span lines."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         name = pick_column(column, reader.fieldnames or [], path)
         return [row[name] for row in reader if row[name] is not None]
@@ -198,10 +204,21 @@ def parquet_texts(path: Path, column: str | None) -> list[str]:
     ]
 
 
-READERS: dict[str, Callable[[Path, str | None], list[str]]] = {
+PARSERS: dict[str, Callable[[str, str | None, str | Path], list[str]]] = {
     ".txt": txt_texts,
     ".jsonl": jsonl_texts,
     ".csv": csv_texts,
+}
+"""Text formats by suffix: (decoded text, column, where it came from for errors) -> texts."""
+
+
+def parsed_file(parser: Callable[[str, str | None, str | Path], list[str]]) -> Callable:
+    """A file reader from a text parser: read the file as UTF-8, then parse it."""
+    return lambda path, column: parser(read_utf8(path), column, path)
+
+
+READERS: dict[str, Callable[[Path, str | None], list[str]]] = {
+    **{suffix: parsed_file(parser) for suffix, parser in PARSERS.items()},
     ".parquet": parquet_texts,
 }
 

@@ -1,0 +1,203 @@
+"""The audit's ``report.html``: one self-contained page (inline CSS, images as data URIs, no script, nothing
+fetched), so it opens offline and can be mailed or archived as one file.
+
+Sections, each with a stable id: summary, how to read the scores, score distribution, metrics and ROC (with
+labels), top texts with per-token heatmaps, every score, settings and versions. Every user text is
+HTML-escaped: the candidates are untrusted input.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ltmia.audit.explain import Explanation
+from ltmia.evaluation import markdown_table
+
+if TYPE_CHECKING:
+    from ltmia.audit.run import AuditResult
+
+MAX_TABLE_ROWS = 1000
+PREVIEW_CHARS = 160
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222;line-height:1.45}
+h1{font-size:1.5rem}h2{font-size:1.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #ddd;padding:.2rem .45rem}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6rem .9rem}
+.tokens{font-family:ui-monospace,monospace;font-size:.85rem;white-space:pre-wrap;word-break:break-all;
+border:1px solid #ddd;padding:.5rem;background:#fff}
+.tokens span{border-radius:2px}.flag{background:#eee;border-radius:3px;padding:0 .3rem;font-size:.75rem}
+.legend span{padding:0 .4rem}
+"""
+
+
+def write_report(result: AuditResult, path: Path) -> Path:
+    """Render ``result`` as ``path`` (written through a temporary file and a rename)."""
+    from ltmia.audit.run import write_text
+
+    write_text(path, render(result))
+    return path
+
+
+def render(result: AuditResult) -> str:
+    """The whole page as a string."""
+    record = result.record
+    sections = [
+        section("summary", "Summary", summary(result)),
+        section(
+            "reading-scores", "How to read the scores", f'<p class="note">{esc(record["score_note"])}</p>'
+        ),
+        section("distribution", "Score distribution", image(distribution_png(result.table), "histogram")),
+    ]
+    if result.metrics is not None:
+        roc = result.out / "metrics-roc.png"
+        body = markdown_html(markdown_table(result.metrics)) + image(roc.read_bytes(), "ROC curves")
+        sections.append(section("metrics", "Metrics against the given labels", body))
+    sections += [
+        section("top-texts", "Top-scoring texts, token by token", top_texts(result)),
+        section("scores", "Every score", score_rows(result.table)),
+        section("settings", "Settings and versions", f"<pre>{esc(json.dumps(record, indent=2))}</pre>"),
+    ]
+    title = f"ltmia audit of {Path(record['target']).name}"
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>\n"
+    )
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+def image(png: bytes, alt: str) -> str:
+    """A PNG inlined as a data URI, so the page needs no other file."""
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def summary(result: AuditResult) -> str:
+    """Models, classifier and what happened to the texts, as a definition table."""
+    record, texts = result.record, result.record["texts"]
+    reference = record["reference"] + (
+        " (adapters disabled)" if record["reference_adapters_disabled"] else ""
+    )
+    flagged = ", ".join(f"{texts.get(flag, 0)} {flag}" for flag in ("short", "truncated", "duplicate"))
+    rows = [
+        ("target", record["target"]),
+        ("reference", reference),
+        ("classifier", f"{record['classifier']['path']} ({record['classifier']['variant']})"),
+        ("texts", f"{texts['read']} read, {texts['scored']} scored, {texts['skipped_empty']} empty skipped"),
+        ("flagged (scored)", flagged),
+        ("labels", "given: metrics below" if texts["labelled"] else "none (scores only)"),
+        ("took", f"{record['seconds']} s"),
+    ]
+    cells = "".join(f"<tr><th>{esc(name)}</th><td>{esc(value)}</td></tr>" for name, value in rows)
+    return f"<table>{cells}</table>"
+
+
+def distribution_png(table: list[dict]) -> bytes:
+    """Histogram of LT-MIA scores; members and non-members apart when labels are known."""
+    scores = np.array([entry["lt_mia_score"] for entry in table])
+    labels = np.array([entry["label"] for entry in table])
+    fig = Figure(figsize=(6, 2.8), dpi=100)
+    ax = fig.subplots()
+    bins = np.linspace(0, 1, 41)
+    if (labels >= 0).all():
+        ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="members")
+        ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="non-members")
+        ax.legend(fontsize=8)
+    else:
+        ax.hist(scores, bins=bins, color="#555")
+    ax.set(xlabel="LT-MIA score (a ranking score, not a probability)", ylabel="texts")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def markdown_html(markdown: str) -> str:
+    """A ``markdown_table`` (pipes) as an HTML table."""
+    lines = [line for line in markdown.strip().splitlines() if line.startswith("|")]
+    header, body = lines[0], lines[2:]
+    cells = lambda line: [cell.strip() for cell in line.strip("|").split("|")]  # noqa: E731
+    head = "".join(f"<th>{esc(c)}</th>" for c in cells(header))
+    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells(line)) + "</tr>" for line in body)
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def heat(value: float | None, scale: float) -> str:
+    """Background colour of a token: red pushes towards member, blue away; alpha by |value| / scale."""
+    if value is None or scale <= 0:
+        return "transparent"
+    alpha = min(1.0, abs(value) / scale) * 0.85
+    return f"rgba(214,39,40,{alpha:.3f})" if value > 0 else f"rgba(31,119,180,{alpha:.3f})"
+
+
+def heatmap(explanation: Explanation) -> str:
+    """One text's tokens as spans coloured by occlusion attribution, with the numbers in the tooltip."""
+    scale = max((abs(a) for a in explanation.attribution if a is not None), default=0.0)
+    spans = []
+    for token, value, gain in zip(
+        explanation.tokens, explanation.attribution, explanation.logprob_gain, strict=True
+    ):
+        tip = (
+            "first token: nothing predicts it"
+            if value is None
+            else (f"attribution {value:+.3f} (logit) | log pT - log pR {gain:+.2f}")
+        )
+        spans.append(f'<span style="background:{heat(value, scale)}" title="{esc(tip)}">{esc(token)}</span>')
+    return f'<div class="tokens">{"".join(spans)}</div>'
+
+
+def top_texts(result: AuditResult) -> str:
+    """The explained texts, best score first, each with its heatmap."""
+    if not result.explanations:
+        return "<p>No explanations were asked for (explain = 0).</p>"
+    legend = (
+        '<p class="legend">Each token is coloured by how much the LT-MIA logit falls when the classifier '
+        'does not see it (occlusion): <span style="background:rgba(214,39,40,.6)">towards member</span>'
+        '<span style="background:rgba(31,119,180,.6)">away from member</span>. Hover a token for its '
+        "numbers. Sequence statistics (SPEC §4 global block) stay visible when a token is hidden, so a "
+        "token's share of them is not in its colour.</p>"
+    )
+    parts = [legend]
+    # the explained texts are the top ranks, in rank order
+    for explanation, entry in zip(result.explanations, result.table, strict=False):
+        flags = "".join(f' <span class="flag">{esc(flag)}</span>' for flag in entry["flags"])
+        label = {1: " · member", 0: " · non-member"}.get(entry["label"], "")
+        parts.append(
+            f"<h3>#{entry['rank']} · text {entry['index']} · score {entry['lt_mia_score']:.3f}"
+            f"{label}{flags}</h3>{heatmap(explanation)}"
+        )
+    return "".join(parts)
+
+
+def score_rows(table: list[dict]) -> str:
+    """Every scored text (up to ``MAX_TABLE_ROWS``; scores.csv has all) with its scores and a preview."""
+    baselines = [key for key in table[0] if key not in {"rank", "index", "label", "flags", "text"}]
+    head = "".join(
+        f"<th>{esc(name)}</th>" for name in ["rank", "text #", *baselines, "label", "flags", "text"]
+    )
+    rows = []
+    for entry in table[:MAX_TABLE_ROWS]:
+        numbers = "".join(f'<td class="num">{entry[name]:.4g}</td>' for name in baselines)
+        preview = entry["text"][:PREVIEW_CHARS] + ("…" if len(entry["text"]) > PREVIEW_CHARS else "")
+        rows.append(
+            f'<tr><td class="num">{entry["rank"]}</td><td class="num">{entry["index"]}</td>{numbers}'
+            f"<td>{esc({1: 'member', 0: 'non-member'}.get(entry['label'], '?'))}</td>"
+            f"<td>{esc(' '.join(entry['flags']))}</td><td>{esc(preview)}</td></tr>"
+        )
+    more = f"<p>{len(table) - MAX_TABLE_ROWS} more in scores.csv.</p>" if len(table) > MAX_TABLE_ROWS else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"

@@ -1,0 +1,288 @@
+"""The audit recipe: a user's fine-tuned model, its base and candidate texts -> scores, explanations, report.
+
+classifier (shipped by default) -> reference and tokenizer checks -> candidates -> feature store (the
+same one-pass extraction as the study, resumable per shard) -> LT-MIA and every baseline -> occlusion
+explanations of the top texts -> ``scores.csv`` / ``scores.json`` / ``report.html`` (+ metrics and ROC when
+labels are given).
+
+Everything cheap is checked before anything expensive: the classifier's feature layout, the reference's
+tokenizer, the texts; only then are the models loaded.
+
+Scores are scores, not probabilities (``SCORE_NOTE``): the report says so and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ltmia.artefacts import read_manifest, versions, write_json
+from ltmia.audit.explain import Explanation, explain
+from ltmia.audit.inputs import Candidates
+from ltmia.classifier import LTMIA
+from ltmia.data import Kind
+from ltmia.errors import InputError, OutputExistsError
+from ltmia.evaluation import LT_MIA, Scored, baseline_scores, lt_mia_scores, merge, write_results
+from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
+from ltmia.metrics import MetricResult
+from ltmia.models import adapter_base, load_tokenizer
+from ltmia.store import Rows, Store, StoreSettings, build_store, load_models, resolved
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "audit.json"
+STORE_DIR = "store"
+SCORE_NOTE = (
+    "LT-MIA scores are the classifier's sigmoid output, between 0 and 1, and rank texts: a higher score "
+    "means more member-like. They are not calibrated probabilities of membership. A probability depends "
+    "on the share of members among the candidates (unknown to ltmia) and on how the target was trained "
+    "(model size, recipe, epochs), which shifts every score; calibrating on ltmia's own study data would "
+    "print numbers that look exact and are not. Read them by rank, or against the ROC when labels are given."
+)
+
+
+@dataclass
+class AuditSettings:
+    """How to audit. ``classifier`` None means the classifier shipped with ltmia; ``explain`` is how many
+    top-scoring texts get per-token explanations (0: none)."""
+
+    classifier: Path | None = None
+    kind: Kind = "text"
+    explain: int = 20
+    batch_size: int = 16
+    shard_size: int = 256
+    memory_budget_bytes: int = 2**30
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class AuditResult:
+    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics when
+    labels were given, explanations of the top texts, counts of skipped / flagged texts, the output dir."""
+
+    out: Path
+    table: list[dict]
+    counts: dict[str, int]
+    explanations: list[Explanation] = field(default_factory=list)
+    metrics: dict[str, MetricResult] | None = None
+    record: dict = field(default_factory=dict)
+
+
+def load_audit_classifier(path: Path | None) -> LTMIA:
+    """The classifier (shipped by default), refused unless it reads the features this ltmia extracts."""
+    from ltmia.study.stages import shipped_classifier_dir
+
+    path = Path(path) if path is not None else shipped_classifier_dir()
+    if not (path / "classifier.json").exists() and path == shipped_classifier_dir():
+        raise InputError("this ltmia ships no classifier; pass --classifier DIR (see ltmia train)")
+    classifier = LTMIA.load(path)
+    record = classifier.record_
+    if record["feature_layout_version"] != FEATURE_LAYOUT_VERSION or record["feature_dim"] != feature_dim(
+        record["k"]
+    ):
+        raise InputError(
+            f"classifier {path} reads feature layout v{record['feature_layout_version']} "
+            f"(D={record['feature_dim']}); this ltmia extracts v{FEATURE_LAYOUT_VERSION} "
+            f"(D={feature_dim(record['k'])}); use the shipped classifier or retrain one with ltmia train"
+        )
+    return classifier
+
+
+def resolve_reference(target: str, reference: str | None) -> tuple[str | None, dict]:
+    """The reference to load (None: the LoRA target with adapters disabled) and how it was chosen."""
+    if reference is not None:
+        return resolved(reference), {"reference": resolved(reference), "reference_adapters_disabled": False}
+    base = adapter_base(target)
+    if base is not None:
+        return None, {"reference": base, "reference_adapters_disabled": True}
+    manifest = read_manifest(Path(target)) if Path(target).is_dir() else None
+    if manifest and manifest.get("artefact") == "ltmia-target":
+        return manifest["base"], {"reference": manifest["base"], "reference_adapters_disabled": False}
+    raise InputError(
+        f"{target} is neither a LoRA adapter nor an ltmia target, so its base is unknown; "
+        "pass --reference (the model it was fine-tuned from)"
+    )
+
+
+def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bool) -> None:
+    """Target and reference must tokenise alike, or their per-token signals compare different tokens."""
+    try:
+        reference_tokenizer = load_tokenizer(reference, trust_remote_code)
+    except InputError:
+        log.warning("%s has no tokenizer of its own; assuming it shares the target's", reference)
+        return
+    if reference_tokenizer.get_vocab() != target_tokenizer.get_vocab():
+        raise InputError(
+            f"target and reference tokenizers differ ({len(target_tokenizer)} vs {len(reference_tokenizer)} "
+            f"tokens, or the same tokens with other ids); the reference must be the target's base model"
+        )
+
+
+def check_output(out: Path) -> None:
+    """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    ours = {AUDIT_FILE, STORE_DIR, f"{STORE_DIR}.partial"}
+    if out.is_file() or not ours & {entry.name for entry in out.iterdir()}:
+        raise OutputExistsError(f"{out} exists and is not an ltmia audit; choose another --out directory")
+
+
+def audit(
+    target: str,
+    candidates: Candidates,
+    out: Path,
+    *,
+    reference: str | None = None,
+    settings: AuditSettings | None = None,
+    tokenizer=None,
+    on_texts: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """Score ``candidates`` against ``target`` (and its reference) and write the audit to ``out``.
+
+    ``tokenizer`` is the target's (``load_tokenizer``), loaded here when not given. Re-running with the same
+    texts and settings continues an interrupted extraction and reuses a finished one.
+    """
+    started = time.perf_counter()
+    settings, out = settings or AuditSettings(), Path(out)
+    check_output(out)
+    classifier = load_audit_classifier(settings.classifier)
+    reference_spec, models = resolve_reference(target, reference)
+    tokenizer = tokenizer or load_tokenizer(target, settings.trust_remote_code)
+    if reference_spec is not None:
+        check_same_tokenizer(tokenizer, reference_spec, settings.trust_remote_code)
+    store_settings = StoreSettings(
+        k=classifier.record_["k"],
+        seq_len=classifier.record_["seq_len"],
+        batch_size=settings.batch_size,
+        shard_size=settings.shard_size,
+        memory_budget_bytes=settings.memory_budget_bytes,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(
+        build_store(
+            *load_models(target, reference_spec, settings.device, settings.trust_remote_code),
+            Rows(candidates.texts, candidates.labels),
+            out / STORE_DIR,
+            store_settings,
+            kind=settings.kind,
+            models={"target": resolved(target), **models, "tokenizer": resolved(target)},
+            source={"audit": "candidate texts", "n_read": candidates.n_read},
+            on_texts=on_texts,
+        )
+    )
+    scored = merge([baseline_scores(store, None), lt_mia_scores(classifier, store, None)])
+    order = np.argsort(-scored.scores[LT_MIA], kind="stable")
+    top = [int(row) for row in order[: max(0, settings.explain)]]
+    explanations = explain(classifier, store, top, tokenizer, settings.kind)
+    table = score_table(candidates, scored, order)
+    metrics = None
+    if candidates.labelled:
+        title = f"audit of {Path(target).name} ({len(candidates.texts)} labelled texts)"
+        metrics = write_results(scored, out, "metrics", title)
+    record = audit_record(target, models, classifier, candidates, settings, store_settings, started)
+    result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record)
+    write_outputs(result)
+    return result
+
+
+def score_table(candidates: Candidates, scored: Scored, order: np.ndarray) -> list[dict]:
+    """One dict per scored text, best LT-MIA score first: rank, input index, scores, label, flags, text."""
+    logits = scored.scores[LT_MIA]
+    baselines = {name: values for name, values in scored.scores.items() if name != LT_MIA}
+    return [
+        {
+            "rank": rank,
+            "index": candidates.index[row],
+            "lt_mia_score": float(1 / (1 + np.exp(-logits[row]))),
+            "lt_mia_logit": float(logits[row]),
+            **{name: float(values[row]) for name, values in baselines.items()},
+            "label": candidates.labels[row],
+            "flags": candidates.flags[row],
+            "text": candidates.texts[row],
+        }
+        for rank, row in enumerate(order.tolist(), start=1)
+    ]
+
+
+def audit_record(
+    target: str,
+    models: dict,
+    classifier: LTMIA,
+    candidates: Candidates,
+    settings: AuditSettings,
+    store_settings: StoreSettings,
+    started: float,
+) -> dict:
+    """What produced the audit: models, classifier, counts, settings, versions, the score note."""
+    return {
+        "artefact": "ltmia-audit",
+        "target": resolved(target),
+        **models,
+        "classifier": {
+            "path": str(classifier.record_["path"]),
+            "variant": classifier.variant,
+            "study": study_of(Path(classifier.record_["path"])),
+            "best_val_auc": classifier.best_val_auc_,
+        },
+        "texts": {
+            "read": candidates.n_read,
+            "scored": len(candidates.texts),
+            "labelled": candidates.labelled,
+            **candidates.flag_counts(),
+        },
+        "settings": {
+            "kind": settings.kind,
+            "k": store_settings.k,
+            "seq_len": store_settings.seq_len,
+            "explained": settings.explain,
+            "device": settings.device,
+        },
+        "score_note": SCORE_NOTE,
+        "seconds": round(time.perf_counter() - started, 1),
+        "versions": versions(),
+    }
+
+
+def study_of(classifier_dir: Path) -> dict | None:
+    """The study that trained a classifier, when its directory records one (``study.json``)."""
+    path = classifier_dir / "study.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_outputs(result: AuditResult) -> None:
+    """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` and ``audit.json`` (last)."""
+    from ltmia.audit.html import write_report
+
+    out = result.out
+    write_text(out / "scores.csv", table_csv(result.table))
+    write_json(out / "scores.json", result.table)
+    write_json(out / "explanations.json", [e.to_json() for e in result.explanations])
+    write_report(result, out / "report.html")
+    write_json(out / AUDIT_FILE, result.record)
+
+
+def table_csv(table: list[dict]) -> str:
+    """The score table as CSV; flags joined by ``;``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    for entry in table:
+        writer.writerow({**entry, "flags": ";".join(entry["flags"])})
+    return buffer.getvalue()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,342 @@
+"""The audit: end to end on a target fine-tuned here, the HTML report in headless Chromium, explanations,
+and one test per kind of bad input (each a one-line error, or skipped/flagged and counted)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ltmia.audit import AuditSettings, audit, candidates, occlusion, read_labels, read_texts
+from ltmia.classifier import LTMIA, ArraySource
+from ltmia.cli import app
+from ltmia.data import make_splits
+from ltmia.errors import InputError, OutputExistsError
+from ltmia.finetune import Recipe, finetune
+from ltmia.models import load_tokenizer
+from ltmia.study.stages import shipped_classifier_dir
+from ltmia.zoo.architectures import ZooSize, build_model
+from ltmia.zoo.tokenizer import train_tokenizer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def splits(docstrings):
+    texts = [text.replace("\n", " ") for text in docstrings[:200]]
+    return make_splits(texts, 40, 4, 40, seed=0, source={"corpus": "stdlib docstrings"})
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory, tiny_base, splits) -> Path:
+    """The tiny base fine-tuned 3 epochs on 40 members: memorised enough to audit."""
+    recipe = Recipe(epochs=3, batch_size=8, lr=3e-3)
+    return finetune(str(tiny_base), splits, tmp_path_factory.mktemp("t") / "target", recipe)
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory, splits) -> tuple[Path, Path]:
+    """Members then non-members, one per line, with a labels file beside them."""
+    folder = tmp_path_factory.mktemp("texts")
+    (folder / "texts.txt").write_text("\n".join(splits.members + splits.non_members) + "\n")
+    (folder / "labels.txt").write_text("\n".join(["member"] * 40 + ["0"] * 40) + "\n")
+    return folder / "texts.txt", folder / "labels.txt"
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, target, texts_file) -> Path:
+    """``ltmia audit`` with labels, through the CLI, as a user runs it."""
+    out = tmp_path_factory.mktemp("audit") / "out"
+    texts, labels = texts_file
+    args = ["audit", "--target", str(target), "--texts", str(texts), "--labels", str(labels)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--explain", "4"])
+    assert result.exit_code == 0, result.output
+    assert "80 texts scored, 0 empty skipped" in " ".join(result.output.split())
+    return out
+
+
+def test_members_score_higher_than_non_members(audited):
+    table = json.loads((audited / "scores.json").read_text())
+    scores = np.array([entry["lt_mia_score"] for entry in table])
+    labels = np.array([entry["label"] for entry in table])
+    assert len(table) == 80 and sorted(entry["index"] for entry in table) == list(range(80))
+    assert scores[labels == 1].mean() > scores[labels == 0].mean()
+    assert list(scores) == sorted(scores, reverse=True) and [e["rank"] for e in table] == list(range(1, 81))
+    # the input positions line up with the labels file: members were written first
+    assert all((entry["index"] < 40) == (entry["label"] == 1) for entry in table)
+    metrics = json.loads((audited / "metrics.json").read_text())["metrics"]
+    assert {"lt_mia", "loss", "ref_loss", "ez_mia", "wbc"} <= set(metrics)
+    assert metrics["lt_mia"]["n_members"] == 40 == metrics["lt_mia"]["n_nonmembers"]
+    csv_lines = (audited / "scores.csv").read_text().splitlines()
+    assert len(csv_lines) == 81 and csv_lines[0].startswith("rank,index,lt_mia_score,lt_mia_logit")
+    record = json.loads((audited / "audit.json").read_text())
+    assert record["texts"] == {
+        "read": 80,
+        "scored": 80,
+        "labelled": True,
+        "skipped_empty": 0,
+        "truncated": 21,
+    }
+    assert record["reference_adapters_disabled"] is False and "not calibrated" in record["score_note"]
+
+
+def test_explanations_cover_every_token_of_the_top_texts(audited):
+    table = json.loads((audited / "scores.json").read_text())
+    explanations = json.loads((audited / "explanations.json").read_text())
+    assert len(explanations) == 4
+    for explanation, entry in zip(explanations, table, strict=False):
+        tokens, attribution = explanation["tokens"], explanation["attribution"]
+        assert len(tokens) == len(attribution) == len(explanation["logprob_gain"]) <= 128
+        assert attribution[0] is None and all(isinstance(a, float) for a in attribution[1:])
+        assert tokens[-1] == "<|endoftext|>"  # SPEC §2: every sequence ends in EOS
+        assert "".join(tokens[:-1]).strip() in entry["text"]
+
+
+def test_occlusion_of_a_logistic_classifier_is_each_positions_linear_term():
+    """For logistic regression on the flattened input, hiding position t removes exactly w_t . x_t."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(32, 6, 21, generator=generator)  # k = 1: D = 7k + 14 = 21, L = 6
+    mask = torch.ones(32, 6, dtype=torch.bool)
+    mask[:, 4:] = False
+    labels = np.arange(32) % 2
+    source = ArraySource(features, mask, labels, split=["train"] * 24 + ["val"] * 8)
+    options = dict(epochs=1, warmup_epochs=0, batch_size=8, micro_batch_size=8)
+    classifier = LTMIA("logistic", **options).fit(source)
+    weights = classifier.model_.linear.weight.detach().view(6, 21)
+    row, row_mask = features[3], mask[3]
+    expected = (weights * row).sum(1) * row_mask
+    assert np.allclose(occlusion(classifier, row, row_mask), expected.numpy(), atol=1e-5)
+
+
+def test_report_renders_in_headless_chromium(audited, tmp_path):
+    """Open report.html the way a person would: it loads offline, logs no errors, shows every section."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Chromium is needed for this test: make install (apt package chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto((audited / "report.html").as_uri())
+        sections = [node.get_attribute("id") for node in page.query_selector_all("section")]
+        images = page.eval_on_selector_all("img", "nodes => nodes.map(n => n.naturalWidth)")
+        heat_spans = page.locator("#top-texts .tokens span").count()
+        score_rows = page.locator("#scores tr").count()
+        note = page.inner_text("#reading-scores")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert requests == [(audited / "report.html").as_uri()]  # self-contained: nothing else fetched
+    assert sections == [
+        "summary",
+        "reading-scores",
+        "distribution",
+        "metrics",
+        "top-texts",
+        "scores",
+        "settings",
+    ]
+    assert len(images) == 2 and all(width > 100 for width in images)  # histogram and ROC decoded
+    assert heat_spans > 20 and score_rows == 81 and "not calibrated" in note
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_an_interrupted_audit_resumes_to_the_same_scores(tmp_path, target, splits):
+    tokenizer = load_tokenizer(str(target))
+    found = candidates(splits.members[:20] + splits.non_members[:20], tokenizer)
+    settings = AuditSettings(shard_size=8, batch_size=4, explain=1)
+
+    def crash_after_two_shards(done: int, total: int) -> None:
+        if done > 16:  # during the third shard: two are on disk
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        audit(str(target), found, tmp_path / "a", settings=settings, on_texts=crash_after_two_shards)
+    finished = sorted(p.name for p in (tmp_path / "a" / "store.partial").glob("shard-*"))
+    assert finished == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    done: list[int] = []
+    resumed = audit(
+        str(target), found, tmp_path / "a", settings=settings, on_texts=lambda d, t: done.append(d)
+    )
+    assert done[:3] == [8, 16, 20]  # two shards reported whole, not re-extracted 4 texts at a time
+    fresh = audit(str(target), found, tmp_path / "b", settings=settings)
+    assert resumed.table == fresh.table
+    store_files = lambda out: {p.name: p.read_bytes() for p in (out / "store").iterdir()}  # noqa: E731
+    assert store_files(tmp_path / "a") == store_files(tmp_path / "b")
+
+
+def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits):
+    lora = finetune(
+        str(tiny_base), splits, tmp_path / "lora", Recipe(epochs=1, batch_size=8, lr=3e-3, lora=True)
+    )
+    tokenizer = load_tokenizer(str(lora))
+    found = candidates(splits.members[:6] + splits.non_members[:6], tokenizer)
+    result = audit(str(lora), found, tmp_path / "out", settings=AuditSettings(explain=0))
+    assert result.record["reference"] == str(tiny_base) and result.record["reference_adapters_disabled"]
+    assert len(result.table) == 12
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def test_empty_and_whitespace_texts_are_skipped_and_counted(tokenizer):
+    raw = ["", "   ", "A perfectly ordinary sentence that is long enough to be a real candidate.", "\t"]
+    found = candidates(raw, tokenizer)
+    assert found.texts == [raw[2]] and found.index == [2] and found.skipped == [0, 1, 3]
+    assert found.flag_counts() == {"skipped_empty": 3}
+    with pytest.raises(InputError, match="all 2 texts are empty or whitespace"):
+        candidates(["", " "], tokenizer)
+    with pytest.raises(InputError, match="all one class; metrics need members and non-members"):
+        candidates(raw, tokenizer, labels=[0, 1, 1, 0])  # the only scored text is a member
+
+
+def test_short_long_and_duplicate_texts_are_scored_but_flagged(tokenizer, docstrings):
+    long_text = " ".join(docstrings[:20])
+    ordinary = next(text for text in docstrings if 80 < len(text) < 200)
+    raw = ["Too short to have been used.", long_text, long_text, ordinary]
+    found = candidates(raw, tokenizer, labels=[1, 0, 0, 1])
+    assert found.texts == raw and found.labels == [1, 0, 0, 1]
+    assert found.flags == [["short"], ["truncated"], ["truncated", "duplicate"], []]
+
+
+def test_empty_file_non_utf8_and_bad_labels_are_one_line_errors(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(
+        "caf\xe9 au lait, a text written in Latin-1 rather than UTF-8 encoding".encode("latin-1")
+    )
+    cases = [
+        (lambda: read_texts(empty), "empty.txt is empty"),
+        (lambda: read_texts(latin1), "is not UTF-8: byte 0xe9 at offset 3; re-encode it"),
+        (lambda: read_texts("-", stdin=io.BytesIO(b"  \n")), "stdin is empty"),
+        (lambda: read_texts(tmp_path / "missing.txt"), "no such file"),
+        (lambda: read_texts(tmp_path / "x.docx"), "no such file"),
+        (lambda: read_texts("-", fmt="parquet", stdin=io.BytesIO(b"x")), "cannot read 'parquet' from stdin"),
+    ]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("1\n0\nmaybe\n")
+    cases += [
+        (lambda: read_labels(labels, 3), "label 'maybe' is not 1/0"),
+        (lambda: read_labels(tmp_path / "none.txt", 3), "no such labels file"),
+    ]
+    labels2 = tmp_path / "labels2.txt"
+    labels2.write_text("1\n0\n")
+    cases.append((lambda: read_labels(labels2, 3), "has 2 labels but 3 texts were read"))
+    for call, message in cases:
+        with pytest.raises(InputError, match=message) as error:
+            call()
+        assert "\n" not in str(error.value)
+
+
+def test_stdin_and_table_files_are_read_in_order(tmp_path):
+    piped = io.BytesIO(b"first text\nsecond text\n\nthird\n")
+    assert read_texts("-", stdin=piped) == ["first text\nsecond text", "third"]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"body": "one"}\n{"body": "two"}\n')
+    assert read_texts(jsonl, column="body") == ["one", "two"]
+
+
+def audit_error(target, texts, out, **kwargs) -> str:
+    with pytest.raises((InputError, OutputExistsError)) as error:
+        tokenizer = load_tokenizer(str(target)) if Path(target, "config.json").exists() else None
+        raw = read_texts(texts)
+        found = candidates(raw, tokenizer) if tokenizer is not None else None
+        audit(str(target), found, out, tokenizer=tokenizer, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_target_and_reference_with_different_tokenizers_are_refused(tmp_path, target, texts_file, docstrings):
+    other_tokenizer = train_tokenizer(docstrings[::-1], vocab_size=400)
+    other = tmp_path / "other-base"
+    model = build_model(
+        "llama",
+        len(other_tokenizer),
+        other_tokenizer.eos_token_id,
+        other_tokenizer.pad_token_id,
+        ZooSize(hidden=32, layers=1, heads=2),
+        seed=0,
+    )
+    model.save_pretrained(str(other))
+    other_tokenizer.save_pretrained(str(other))
+    message = audit_error(target, texts_file[0], tmp_path / "out", reference=str(other))
+    assert "target and reference tokenizers differ" in message
+    assert not (tmp_path / "out" / "store").exists()
+
+
+def test_a_directory_that_is_not_a_model_is_refused(tmp_path, texts_file):
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="is not a model directory") as error:
+        load_tokenizer(str(tmp_path / "not-a-model"))
+    assert "\n" not in str(error.value)
+    result = CliRunner().invoke(
+        app, ["audit", "--target", str(tmp_path / "not-a-model"), "--texts", str(texts_file[0])]
+    )
+    assert result.exit_code != 0 and "is not a model directory" in str(result.exception)
+
+
+def test_a_classifier_of_another_feature_layout_is_refused_before_extraction(tmp_path, target, texts_file):
+    foreign = tmp_path / "foreign"
+    shutil.copytree(shipped_classifier_dir(), foreign)
+    record = json.loads((foreign / "classifier.json").read_text())
+    record["feature_layout_version"] += 1
+    (foreign / "classifier.json").write_text(json.dumps(record))
+    message = audit_error(target, texts_file[0], tmp_path / "out", settings=AuditSettings(classifier=foreign))
+    assert f"reads feature layout v{record['feature_layout_version']}" in message
+    assert not (tmp_path / "out" / "store").exists()
+
+
+def test_remote_code_models_are_refused_unless_trusted(tmp_path, target, texts_file):
+    remote = tmp_path / "remote"
+    shutil.copytree(target, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
+    (remote / "config.json").write_text(json.dumps(config))
+    args = ["audit", "--target", str(remote), "--texts", str(texts_file[0]), "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "declares custom code (auto_map); review it, then pass --trust-remote-code" in str(
+        result.exception
+    )
+
+
+def test_an_output_directory_that_is_not_an_audit_is_refused(tmp_path, target, texts_file):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    message = audit_error(target, texts_file[0], out)
+    assert "is not an ltmia audit" in message and (out / "thesis.tex").read_text() == "precious"
+
+
+def test_cli_audit_reads_texts_from_stdin(tmp_path, target, splits):
+    texts = [*splits.members[:3], "   ", *splits.non_members[:3]]
+    piped = "\n".join(json.dumps({"text": text}) for text in texts) + "\n"
+    out = tmp_path / "out"
+    args = ["audit", "--target", str(target), "--texts", "-", "--format", "jsonl", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--explain", "0"], input=piped)
+    assert result.exit_code == 0, result.output
+    assert "6 texts scored, 1 empty skipped" in " ".join(result.output.split())
+    table = json.loads((out / "scores.json").read_text())
+    assert sorted(entry["index"] for entry in table) == [0, 1, 2, 4, 5, 6]
+    assert all(entry["label"] == -1 for entry in table) and not (out / "metrics.json").exists()
