@@ -1,11 +1,12 @@
 """Cost of signal extraction next to the two forward passes it needs, and what the feature code gains.
 
-Two model pairs (target and reference: same family and size, different random weights): the ``tiny`` zoo
-llama (default size, V = 4,096, 1.3 M parameters) and ``large_v``, a llama of hidden 64 / 2 layers with a
+Model pairs (target and reference: same family and size, different random weights): the ``tiny`` zoo
+llama (default size, V = 4,096, 1.3 M parameters); ``large_v``, a llama of hidden 64 / 2 layers with a
 V = 128,000 head (random weights; texts use the 4,096-token tokenizer, but every rank is taken over all
-128,000 logits), and ``wide_head``, the same vocabulary behind a hidden size of 2,048 (a 1B-class model's
-head and 2 of its layers): with a hidden size of 64 the two passes are so cheap that feature work must
-dominate, while in a model of the size users audit the passes dominate.
+128,000 logits); ``wide_head``, the same vocabulary behind a hidden size of 2,048 (a 1B-class model's head
+and 2 of its layers); and ``deep_1b``, that model with all 16 layers (1.2 B parameters each). With a hidden
+size of 64 the two passes are so cheap that feature work must dominate, while in a model of the size users
+audit the passes dominate.
 For each pair, in a fresh subprocess so that memory peaks do not mix:
 
 (a) ``forward``: the two bare forward passes over the texts, batched exactly as ``extract`` batches them
@@ -75,6 +76,12 @@ CONFIGS = {
         "vocab": 128_000,
         "size": ZooSize(hidden=2048, layers=2, heads=16),
         "texts": 16,
+    },
+    "deep_1b": {  # a whole 1B-class model: Llama-3.2-1B's width, depth and vocabulary (1.2 B parameters)
+        "arch": "llama",
+        "vocab": 128_000,
+        "size": ZooSize(hidden=2048, layers=16, heads=16),
+        "texts": 4,
     },
 }
 
@@ -395,7 +402,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    heavy = {"deep_1b"}  # 10 GB of weights and minutes per pass at one thread: only when asked for
+    parser.add_argument(
+        "--configs", nargs="+", default=[c for c in CONFIGS if c not in heavy], choices=list(CONFIGS)
+    )
     parser.add_argument("--texts", type=int, default=0, help="texts per config (0: 64 tiny, 16 large_v)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--large-vocab", type=int, default=128_000, help="V of the large_v config")

@@ -1,0 +1,98 @@
+"""How much a study's AUCs move with the seed: run one config under several seeds, tabulate the spread.
+
+The study seed draws the members / non-members (SPEC §2) and seeds fine-tuning, so each seed is a new set of
+targets and stores; the zoo and the classifier seeds stay as configured. Re-running one seed on the same
+machine reproduces its tables exactly (every stage is deterministic on CPU and cached by its inputs), so
+this spread is the honest error bar of a single run's numbers.
+
+    .venv/bin/python benchmarks/seed_spread.py [--config demo] [--seeds 42 1 2]
+
+Writes ``benchmarks/results/seed_spread_<config>.json`` and prints a markdown table (mean ± std, min-max
+of the AUC per group and attack). Runs go through ``ltmia study run CONFIG --seed S`` with the default
+cache, so seeds already run are read back, not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "results"
+
+
+def run_seed(config: str, seed: int, cache: Path, results: Path) -> dict:
+    """``ltmia study run`` for one seed (the config's own seed unchanged), then its results.json."""
+    out = results / f"{config}-seed{seed}"
+    started = time.perf_counter()
+    ltmia = Path(sys.executable).parent / "ltmia"  # the console script beside this interpreter
+    command = [str(ltmia), "study", "run", config, "--cache", str(cache)]
+    subprocess.run([*command, "--seed", str(seed), "--results", str(out)], check=True)
+    record = json.loads((out / "results.json").read_text())
+    return {"seconds": round(time.perf_counter() - started, 1), "groups": record["groups"]}
+
+
+def spread(runs: dict[int, dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per group and attack: mean, std, min, max of the AUC across seeds."""
+    first = next(iter(runs.values()))["groups"]
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for group, record in first.items():
+        for attack in record["metrics"]:
+            aucs = [run["groups"][group]["metrics"][attack]["auc"] for run in runs.values()]
+            table.setdefault(group, {})[attack] = {
+                "mean": statistics.fmean(aucs),
+                "std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+                "min": min(aucs),
+                "max": max(aucs),
+                "aucs": aucs,
+            }
+    return table
+
+
+def markdown(table: dict, seeds: list[int]) -> str:
+    attacks = list(next(iter(table.values())))
+    lines = [
+        f"AUC mean ± std over seeds {', '.join(map(str, seeds))} (min-max below)",
+        "",
+        "| group | " + " | ".join(attacks) + " |",
+        "|---|" + "---:|" * len(attacks),
+    ]
+    for group, row in table.items():
+        cells = [
+            f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}<br>{row[a]['min']:.3f}-{row[a]['max']:.3f}"
+            for a in attacks
+        ]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    parser.add_argument("--results", type=Path, default=Path("runs/seeds"))
+    args = parser.parse_args()
+    runs = {seed: run_seed(args.config, seed, args.cache, args.results) for seed in args.seeds}
+    table = spread(runs)
+    report = {
+        "config": args.config,
+        "seeds": args.seeds,
+        "seconds": {seed: run["seconds"] for seed, run in runs.items()},
+        "load_at_end": [round(x, 2) for x in os.getloadavg()],
+        "auc": table,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"seed_spread_{args.config}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(table, args.seeds))
+
+
+if __name__ == "__main__":
+    main()
