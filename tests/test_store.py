@@ -15,10 +15,11 @@ from ltmia.cli import app
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits, text_hash
 from ltmia.errors import InputError, OutputExistsError
+from ltmia.evaluation import baseline_scores, metrics
 from ltmia.finetune import Recipe, finetune
 from ltmia.models import load_causal_lm, load_tokenizer
 from ltmia.signals import extract
-from ltmia.store import Rows, Store, StoreSettings, build_store, extract_target, score_store, target_rows
+from ltmia.store import Rows, Store, StoreSettings, build_store, extract_target, target_rows
 from ltmia.tokenstats import TokenStats
 
 FAST = dict(epochs=1, batch_size=8, lr=3e-3)
@@ -195,9 +196,9 @@ def test_explicit_texts_and_labels(tmp_path, tiny_base, docstrings):
     rows = Rows(docstrings[:6], [1, 0, 1, 0, 1, 0])
     store = Store(build_store(model, model, tokenizer, rows, tmp_path / "store", SETTINGS))
     assert store.n == 6 and store.split.tolist() == ["all"] * 6 and store.pair.tolist() == [-1] * 6
-    assert store.texts() == docstrings[:6] and set(score_store(store, None)) == set(ATTACKS)
+    assert store.texts() == docstrings[:6] and set(metrics(baseline_scores(store, None))) == set(ATTACKS)
     with pytest.raises(InputError, match="no 'test' rows; its splits are: all"):
-        score_store(store)
+        baseline_scores(store, "test")
     with pytest.raises(InputError, match="labels must be 1"):
         Rows(["a text"], [2])
     with pytest.raises(InputError, match="as many labels"):

@@ -277,10 +277,11 @@ def baselines(
 ) -> None:
     """Score a store's split with every baseline attack (SPEC §5) and print SPEC §7's metrics."""
     from ltmia.artefacts import write_json
+    from ltmia.evaluation import baseline_scores, metrics
     from ltmia.progress import metrics_table
-    from ltmia.store import Store, score_store
+    from ltmia.store import Store
 
-    results = score_store(Store(store), None if split == "all" else split)
+    results = metrics(baseline_scores(Store(store), split))
     console.print(metrics_table(results, f"Baselines on {store} ({split})"))
     if json_out is not None:
         attacks = {name: result.to_dict() for name, result in results.items()}

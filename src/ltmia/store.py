@@ -39,13 +39,11 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ltmia.artefacts import MANIFEST, read_manifest, versions, write_json
-from ltmia.attacks import ATTACKS, score
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import SEQ_LEN, Kind, filter_texts, text_hash
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.finetune import resolve_device
-from ltmia.metrics import MetricResult, evaluate
 from ltmia.models import adapter_base, load_causal_lm, load_tokenizer
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
@@ -492,12 +490,3 @@ class Store:
                     f"{self.path / entry['file']} does not match its checksum in the manifest; "
                     "the store is damaged, extract it again"
                 )
-
-
-def score_store(store: Store, split: str | None = "test") -> dict[str, MetricResult]:
-    """Every registered baseline (SPEC §5) on one split of a store (None: all rows) -> SPEC §7 metrics."""
-    labels = store.labels[store.rows(split)]
-    if labels.min() == labels.max():
-        raise InputError(f"split {split!r} of {store.path} holds only one class; metrics need both")
-    stats, texts = store.stats(split), store.texts(split)
-    return {name: evaluate(labels, score(name, stats, texts)) for name in ATTACKS}
