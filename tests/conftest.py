@@ -53,20 +53,18 @@ def tokenizer(docstrings):
     return train_tokenizer(docstrings, vocab_size=512)
 
 
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory, tokenizer) -> Path:
-    """A randomly initialised tiny llama saved with its tokenizer, as a zoo model directory would be."""
+def save_base(tokenizer, out: Path, hidden: int = 64, layers: int = 2) -> Path:
+    """A randomly initialised tiny llama saved with its tokenizer in ``out``, as a zoo model would be."""
     from ltmia.zoo.architectures import ZooSize, build_model
 
-    out = tmp_path_factory.mktemp("base")
-    model = build_model(
-        "llama",
-        len(tokenizer),
-        tokenizer.eos_token_id,
-        tokenizer.pad_token_id,
-        ZooSize(hidden=64, layers=2, heads=2),
-        seed=0,
-    )
+    size = ZooSize(hidden=hidden, layers=layers, heads=2)
+    model = build_model("llama", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, size, seed=0)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tokenizer) -> Path:
+    """A randomly initialised tiny llama saved with its tokenizer, as a zoo model directory would be."""
+    return save_base(tokenizer, tmp_path_factory.mktemp("base"))

@@ -11,17 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_base
 from typer.testing import CliRunner
 
 from ltmia.audit import AuditSettings, audit, candidates, occlusion, read_labels, read_texts
 from ltmia.classifier import LTMIA, ArraySource
+from ltmia.classifier.checkpoint import shipped_dir
 from ltmia.cli import app
 from ltmia.data import make_splits
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.finetune import Recipe, finetune
 from ltmia.models import load_tokenizer
-from ltmia.study.stages import shipped_classifier_dir
-from ltmia.zoo.architectures import ZooSize, build_model
 from ltmia.zoo.tokenizer import train_tokenizer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -268,17 +268,7 @@ def audit_error(target, texts, out, **kwargs) -> str:
 
 def test_target_and_reference_with_different_tokenizers_are_refused(tmp_path, target, texts_file, docstrings):
     other_tokenizer = train_tokenizer(docstrings[::-1], vocab_size=400)
-    other = tmp_path / "other-base"
-    model = build_model(
-        "llama",
-        len(other_tokenizer),
-        other_tokenizer.eos_token_id,
-        other_tokenizer.pad_token_id,
-        ZooSize(hidden=32, layers=1, heads=2),
-        seed=0,
-    )
-    model.save_pretrained(str(other))
-    other_tokenizer.save_pretrained(str(other))
+    other = save_base(other_tokenizer, tmp_path / "other-base", hidden=32, layers=1)
     message = audit_error(target, texts_file[0], tmp_path / "out", reference=str(other))
     assert "target and reference tokenizers differ" in message
     assert not (tmp_path / "out" / "store").exists()
@@ -298,7 +288,7 @@ def test_a_directory_that_is_not_a_model_is_refused(tmp_path, texts_file):
 
 def test_a_classifier_of_another_feature_layout_is_refused_before_extraction(tmp_path, target, texts_file):
     foreign = tmp_path / "foreign"
-    shutil.copytree(shipped_classifier_dir(), foreign)
+    shutil.copytree(shipped_dir(), foreign)
     record = json.loads((foreign / "classifier.json").read_text())
     record["feature_layout_version"] += 1
     (foreign / "classifier.json").write_text(json.dumps(record))

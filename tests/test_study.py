@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ltmia.classifier import checkpoint as checkpoint_module
 from ltmia.errors import InputError
 from ltmia.study import stages as stages_module
 from ltmia.study.config import load_config, parse, read_toml, shipped_configs
@@ -155,7 +156,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
 
 
 def test_shipped_classifier_missing_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(stages_module, "shipped_classifier_dir", lambda: tmp_path / "nothing")
+    monkeypatch.setattr(checkpoint_module, "shipped_dir", lambda: tmp_path / "nothing")
     raw = read_toml(str(MINI))
     raw["classifiers"] = {"shipped": {"shipped": True}}
     with pytest.raises(InputError, match="no shipped classifier"):

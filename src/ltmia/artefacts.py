@@ -39,11 +39,16 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
+def write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: object) -> None:
+    """Write JSON atomically (``write_text``)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_manifest(directory: Path) -> dict | None:

@@ -445,15 +445,12 @@ def evaluate(
 ) -> None:
     """Score stores with LT-MIA and every baseline: JSON + markdown per store and pooled, log-log ROC PNGs."""
     from ltmia.classifier import LTMIA, check_store_compatible
-    from ltmia.errors import InputError
+    from ltmia.classifier.checkpoint import classifier_dir
     from ltmia.evaluation import evaluate_stores
     from ltmia.progress import metrics_table
     from ltmia.store import Store
-    from ltmia.study.stages import shipped_classifier_dir
 
-    if classifier is None and not (shipped_classifier_dir() / "classifier.json").exists():
-        raise InputError("this ltmia ships no classifier yet; pass --classifier DIR (see ltmia train)")
-    model = LTMIA.load(classifier or shipped_classifier_dir())
+    model = LTMIA.load(classifier_dir(classifier))
     opened = [Store(path) for path in stores]
     for store in opened:
         check_store_compatible(model.record_, store)

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
+from ltmia.artefacts import write_text
 from ltmia.audit.explain import Explanation
-from ltmia.evaluation import markdown_table
+from ltmia.metrics import MetricResult
 
 if TYPE_CHECKING:
     from ltmia.audit.run import AuditResult
@@ -42,8 +43,6 @@ border:1px solid #ddd;padding:.5rem;background:#fff}
 
 def write_report(result: AuditResult, path: Path) -> Path:
     """Render ``result`` as ``path`` (written through a temporary file and a rename)."""
-    from ltmia.audit.run import write_text
-
     write_text(path, render(result))
     return path
 
@@ -60,7 +59,7 @@ def render(result: AuditResult) -> str:
     ]
     if result.metrics is not None:
         roc = result.out / "metrics-roc.png"
-        body = markdown_html(markdown_table(result.metrics)) + image(roc.read_bytes(), "ROC curves")
+        body = metrics_html(result.metrics) + image(roc.read_bytes(), "ROC curves")
         sections.append(section("metrics", "Metrics against the given labels", body))
     sections += [
         section("top-texts", "Top-scoring texts, token by token", top_texts(result)),
@@ -127,13 +126,16 @@ def distribution_png(table: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def markdown_html(markdown: str) -> str:
-    """A ``markdown_table`` (pipes) as an HTML table."""
-    lines = [line for line in markdown.strip().splitlines() if line.startswith("|")]
-    header, body = lines[0], lines[2:]
-    cells = lambda line: [cell.strip() for cell in line.strip("|").split("|")]  # noqa: E731
-    head = "".join(f"<th>{esc(c)}</th>" for c in cells(header))
-    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells(line)) + "</tr>" for line in body)
+def metrics_html(results: dict[str, MetricResult]) -> str:
+    """SPEC §7 metrics as a table, best AUC first (the columns of ``ltmia.evaluation.markdown_table``)."""
+    head = "".join(
+        f"<th>{name}</th>" for name in ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members")
+    )
+    rows = "".join(
+        f"<tr><td>{esc(attack)}</td><td>{r.auc:.3f}</td><td>{r.tpr_at_1pct:.3f}</td>"
+        f"<td>{esc(r.format_tpr01())}</td><td>{r.n_members}</td><td>{r.n_nonmembers}</td></tr>"
+        for attack, r in sorted(results.items(), key=lambda item: -item[1].auc)
+    )
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 

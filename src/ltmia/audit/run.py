@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ltmia.artefacts import read_manifest, versions, write_json
+from ltmia.artefacts import read_manifest, versions, write_json, write_text
 from ltmia.audit.explain import Explanation, explain
 from ltmia.audit.inputs import Candidates
 from ltmia.classifier import LTMIA
+from ltmia.classifier.checkpoint import classifier_dir
 from ltmia.data import Kind
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import LT_MIA, Scored, baseline_scores, lt_mia_scores, merge, write_results
@@ -80,11 +80,7 @@ class AuditResult:
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
     """The classifier (shipped by default), refused unless it reads the features this ltmia extracts."""
-    from ltmia.study.stages import shipped_classifier_dir
-
-    path = Path(path) if path is not None else shipped_classifier_dir()
-    if not (path / "classifier.json").exists() and path == shipped_classifier_dir():
-        raise InputError("this ltmia ships no classifier; pass --classifier DIR (see ltmia train)")
+    path = classifier_dir(path)
     classifier = LTMIA.load(path)
     record = classifier.record_
     if record["feature_layout_version"] != FEATURE_LAYOUT_VERSION or record["feature_dim"] != feature_dim(
@@ -130,10 +126,10 @@ def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bo
 
 def check_output(out: Path) -> None:
     """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused."""
-    if not out.exists() or not any(out.iterdir()):
-        return
-    ours = {AUDIT_FILE, STORE_DIR, f"{STORE_DIR}.partial"}
-    if out.is_file() or not ours & {entry.name for entry in out.iterdir()}:
+    if out.is_file():
+        raise OutputExistsError(f"{out} is a file; choose a directory for --out")
+    entries = {entry.name for entry in out.iterdir()} if out.exists() else set()
+    if entries and not {AUDIT_FILE, STORE_DIR, f"{STORE_DIR}.partial"} & entries:
         raise OutputExistsError(f"{out} exists and is not an ltmia audit; choose another --out directory")
 
 
@@ -279,10 +275,3 @@ def table_csv(table: list[dict]) -> str:
     for entry in table:
         writer.writerow({**entry, "flags": ";".join(entry["flags"])})
     return buffer.getvalue()
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -25,6 +26,24 @@ from ltmia.features import FEATURE_LAYOUT_VERSION
 CLASSIFIER_ARTEFACT = "ltmia-classifier"
 RECORD_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
+
+
+def shipped_dir() -> Path:
+    """The directory of the classifier shipped with ltmia (package data; ``study.json`` names its study)."""
+    return Path(str(resources.files("ltmia.classifier") / "shipped"))
+
+
+def classifier_dir(path: Path | str | None) -> Path:
+    """``path``, or (None) the shipped classifier's directory; an ltmia that ships none is one line."""
+    if path is not None:
+        return Path(path)
+    folder = shipped_dir()
+    if not (folder / WEIGHTS_FILE).exists():
+        raise InputError(
+            f"this ltmia has no shipped classifier ({folder}); pass --classifier DIR, or train one "
+            "(ltmia train, ltmia study run offline-full)"
+        )
+    return folder
 
 
 def check_new_output(out: Path) -> None:

@@ -20,13 +20,12 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from ltmia.artefacts import versions, write_json
+from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
-from ltmia.errors import InputError
 from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
 from ltmia.zoo.pretrain import ZooSettings
@@ -133,19 +132,9 @@ def classifier_stage(name: str, params: dict, stores: list[Stage]) -> Stage:
 
 def shipped_stage(name: str) -> Stage:
     """The classifier that ships with ltmia: nothing to run, keyed by its weights' checksum."""
-    folder = shipped_classifier_dir()
-    weights = folder / "model.safetensors"
-    if not weights.exists():
-        raise InputError(
-            f"this ltmia has no shipped classifier ({folder}); train one (ltmia study run offline-full) "
-            "or use a [classifiers.<name>] table with train = [...]"
-        )
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    folder = classifier_dir(None)
+    digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
     return Stage("shipped", f"shipped classifier {name}", {"path": str(folder)}, (), digest, str(folder))
-
-
-def shipped_classifier_dir() -> Path:
-    return Path(str(resources.files("ltmia.classifier") / "shipped"))
 
 
 def plan(config: StudyConfig) -> StudyPlan:
