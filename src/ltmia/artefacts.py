@@ -7,6 +7,7 @@ half-written artefact that looks finished, and an existing user directory is nev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,20 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "absent"
     return found
+
+
+def ltmia_home() -> Path:
+    """Root of ltmia's user cache (corpora, converted models): ``$LTMIA_HOME``, else ``~/.cache/ltmia``."""
+    return Path(os.environ.get("LTMIA_HOME") or Path.home() / ".cache" / "ltmia")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: Path, text: str) -> None:

@@ -25,6 +25,8 @@ SEQ_LEN = 128  # L
 PAIR_FRACTIONS = (0.90, 0.05, 0.05)  # train / val / test share of the member/non-member pairs
 
 Kind = Literal["text", "code"]
+Bos = Literal["never", "always"]
+BOS_CHOICES = ("never", "always", "auto")  # auto: what the tokenizer does by default
 
 
 def text_hash(text: str) -> str:
@@ -130,24 +132,48 @@ def make_splits(
     )
 
 
+def resolve_bos(tokenizer, bos: str) -> Bos:
+    """``never`` / ``always`` as given; ``auto``: ``always`` when the tokenizer adds a BOS by default.
+
+    SPEC §2 (after the reference code) encodes without BOS, and ``never`` stays the default for parity; but
+    some models collapse without one (Gemma-3-270M: mean log p -7.94 without, -3.19 with it on a 26-token
+    English sentence), so the setting is recorded in every target, store and cache key.
+    """
+    if bos not in BOS_CHOICES:
+        raise InputError(f"bos {bos!r} is not one of: {', '.join(BOS_CHOICES)}")
+    if bos == "auto":
+        bos_id = tokenizer.bos_token_id
+        first = tokenizer("a", add_special_tokens=True)["input_ids"][:1]
+        return "always" if bos_id is not None and first == [bos_id] else "never"
+    if bos == "always" and tokenizer.bos_token_id is None:
+        raise InputError("bos 'always' needs a tokenizer with a BOS token; this one has none")
+    return bos  # type: ignore[return-value]
+
+
 def encode(
-    tokenizer, texts: Sequence[str], kind: Kind = "text", seq_len: int = SEQ_LEN
+    tokenizer, texts: Sequence[str], kind: Kind = "text", seq_len: int = SEQ_LEN, bos: Bos = "never"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SPEC §2 tokenisation: ``texts -> input_ids (N, L), attention_mask (N, L)``.
 
-    No special tokens, no BOS; truncate to L-1 tokens (text keeps the first, code the last), append EOS so
-    every sequence ends in EOS, right-pad with the pad id (EOS when the tokenizer has none).
+    No special tokens; truncate to L-1 tokens (text keeps the first, code the last), append EOS so every
+    sequence ends in EOS, right-pad with the pad id (EOS when the tokenizer has none). ``bos="always"``
+    prepends the tokenizer's BOS and keeps L-2 text tokens (``resolve_bos``), so position 0 predicts the
+    first text token.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise InputError("the tokenizer has no EOS token; load it with ltmia.models.load_tokenizer")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    prefix = [] if bos == "never" else [tokenizer.bos_token_id]
+    if None in prefix:
+        raise InputError("bos 'always' needs a tokenizer with a BOS token; this one has none")
+    room = seq_len - 1 - len(prefix)
     encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
     input_ids = torch.full((len(encoded), seq_len), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(encoded), seq_len), dtype=torch.long)
     for row, ids in enumerate(encoded):
-        ids = ids[-(seq_len - 1) :] if kind == "code" else ids[: seq_len - 1]
-        ids = [*ids, eos]
+        ids = ids[max(0, len(ids) - room) :] if kind == "code" else ids[:room]
+        ids = [*prefix, *ids, eos]
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask

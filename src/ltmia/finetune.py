@@ -3,7 +3,9 @@
 The training loop here is the only one in ltmia: pretraining the zoo is the same loop with another
 ``Recipe``. Cross-entropy on members with pads masked (EOS trained on); paper defaults are 3 epochs,
 batch 16, AdamW lr 5e-5 with torch defaults, constant LR, no clipping, fp32, best-validation epoch
-restored. Optimizer, schedule and full-vs-LoRA are parameters because the recipe-confound study varies them.
+restored. Optimizer, schedule and full-vs-LoRA are parameters because the recipe-confound study varies them;
+``precision = "bf16"`` runs the forward passes under bf16 autocast (``ltmia.device``), several times faster
+on CPUs with bf16 matrix units, with float32 weights, optimiser state and loss.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +24,11 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ltmia.artefacts import building, read_manifest, versions, write_json
-from ltmia.data import SEQ_LEN, Splits, encode, lm_labels
+from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
+from ltmia.device import PRECISIONS, autocast, resolve_device, resolve_precision
 from ltmia.errors import InputError
 from ltmia.models import load_causal_lm, load_tokenizer
+from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,18 @@ class Recipe:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] | None = None  # None: the model family's attention + MLP projections
+    precision: str = "fp32"  # fp32 (the paper), bf16 autocast, or auto (bf16 where it is native)
     seed: int = 42
 
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("adamw", "sgd"), "schedule": ("constant", "cosine", "linear")}
+        if self.lora_targets is not None:
+            self.lora_targets = tuple(self.lora_targets)
+        choices = {
+            "optimizer": ("adamw", "sgd"),
+            "schedule": ("constant", "cosine", "linear"),
+            "precision": PRECISIONS,
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise InputError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(valid)}")
@@ -66,20 +78,16 @@ class TrainLog:
     best_epoch: int | None = None
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def token_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+def token_loss(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, precision: str = "fp32"
+) -> tuple:
     """Summed next-token cross-entropy and token count: ``(B, L), (B, L) -> (scalar, int)``.
 
     Computed from the logits ourselves (not the model's ``labels=`` path) so every family, including the
-    non-transformers, is trained and measured with the identical loss.
+    non-transformers, is trained and measured with the identical loss, always in float32.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    with autocast(precision, input_ids.device):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     labels = lm_labels(input_ids, attention_mask)[:, 1:]
     losses = F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
@@ -103,7 +111,11 @@ def batches(
 
 @torch.no_grad()
 def mean_loss(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = 32
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    batch_size: int = 32,
+    precision: str = "fp32",
 ) -> float:
     """Token-weighted mean cross-entropy of ``model`` on encoded texts."""
     device = next(model.parameters()).device
@@ -111,7 +123,7 @@ def mean_loss(
     model.eval()
     total, count = 0.0, 0
     for ids, mask in batches(input_ids, attention_mask, batch_size, None):
-        loss, n = token_loss(model, ids.to(device), mask.to(device))
+        loss, n = token_loss(model, ids.to(device), mask.to(device), precision)
         total, count = total + float(loss), count + n
     model.train(was_training)
     return total / max(count, 1)
@@ -154,6 +166,7 @@ def train_causal_lm(
     for the best-epoch restore, so LoRA on a large model costs no second copy of the base.
     """
     device = next(model.parameters()).device
+    precision = resolve_precision(recipe.precision, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, recipe)
     steps_per_epoch = math.ceil(len(train[0]) / recipe.batch_size)
@@ -164,7 +177,7 @@ def train_causal_lm(
         model.train()
         started, total, count = time.perf_counter(), 0.0, 0
         for ids, mask in batches(*train, recipe.batch_size, generator):
-            loss_sum, n = token_loss(model, ids.to(device), mask.to(device))
+            loss_sum, n = token_loss(model, ids.to(device), mask.to(device), precision)
             optimizer.zero_grad(set_to_none=True)
             (loss_sum / max(n, 1)).backward()
             if recipe.grad_clip is not None:
@@ -180,7 +193,7 @@ def train_causal_lm(
             "seconds": time.perf_counter() - started,
         }
         if val is not None:
-            entry["val_loss"] = mean_loss(model, *val)
+            entry["val_loss"] = mean_loss(model, *val, precision=precision)
             if entry["val_loss"] < best_loss:
                 best_loss, history.best_epoch = entry["val_loss"], epoch
                 best_state = [p.detach().clone() for p in params]
@@ -196,14 +209,29 @@ def train_causal_lm(
     return history
 
 
-def lora_targets(model: PreTrainedModel) -> list[str]:
-    """Attention + MLP projection names for LoRA: the zoo's list for known families, else every linear
-    layer's name except the LM head (what peft would need to be told for an unknown architecture)."""
+KNOWN_LORA_TARGETS = {
+    # attention + MLP projections (SPEC §3) of real families ltmia fine-tunes offline
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma3_text": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma3": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "gemma": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+def lora_targets(model: PreTrainedModel, recipe: Recipe | None = None) -> list[str]:
+    """Attention + MLP projection names for LoRA: the recipe's own list when it gives one, else the zoo's
+    list or ``KNOWN_LORA_TARGETS`` for known families, else every linear layer's name except the LM head
+    (what peft would need to be told for an unknown architecture)."""
     from ltmia.zoo.architectures import ARCHITECTURES
 
+    if recipe is not None and recipe.lora_targets:
+        return list(recipe.lora_targets)
     model_type = getattr(model.config, "model_type", None)
     if model_type in ARCHITECTURES:
         return list(ARCHITECTURES.get(model_type).lora_targets)
+    if model_type in KNOWN_LORA_TARGETS:
+        return list(KNOWN_LORA_TARGETS[model_type])
     names = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
@@ -220,7 +248,7 @@ def apply_lora(model: PreTrainedModel, recipe: Recipe) -> nn.Module:
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=recipe.lora_dropout,
-        target_modules=lora_targets(model),
+        target_modules=lora_targets(model, recipe),
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
@@ -233,28 +261,35 @@ def finetune(
     recipe: Recipe | None = None,
     *,
     seq_len: int = SEQ_LEN,
+    bos: str | None = None,
     device: str = "auto",
     trust_remote_code: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
-    """Fine-tune ``base`` (zoo/local directory or hub id) on ``splits.members``; write a target directory.
+    """Fine-tune ``base`` (zoo/local directory, hub id, .gguf file or ``packaged:<name>``) on
+    ``splits.members``; write a target directory.
 
     The directory holds the model (full weights, or only the LoRA adapter pointing at its base), the
-    tokenizer, ``splits.json`` (text hashes proving membership), ``train_log.json`` and a manifest.
+    tokenizer, ``splits.json`` (text hashes proving membership), ``train_log.json`` and a manifest that
+    records the base as given (with its GGUF hash), the recipe with its resolved precision, and the BOS
+    setting (``ltmia.data.resolve_bos``; None: what a packaged model needs, else SPEC §2's "never").
     A finished target is returned as is; an existing non-target directory is refused.
     """
     out = Path(out)
     if read_manifest(out) is not None:
         log.info("%s is a finished target; skipping", out)
         return out
-    recipe = recipe or Recipe()
-    base_spec = str(Path(base).resolve()) if Path(base).exists() else base
+    recipe = replace(recipe or Recipe())
+    torch_device = resolve_device(device)
+    recipe.precision = resolve_precision(recipe.precision, torch_device)
+    base_spec = model_spec(base)
     tokenizer = load_tokenizer(base_spec, trust_remote_code)
+    bos_used = resolve_bos(tokenizer, bos or default_bos(base_spec) or "never")
     torch.manual_seed(recipe.seed)
     model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
-    model = (apply_lora(model, recipe) if recipe.lora else model).to(resolve_device(device))
-    train = encode(tokenizer, splits.members, splits.kind, seq_len)
-    val = encode(tokenizer, splits.val, splits.kind, seq_len)
+    model = (apply_lora(model, recipe) if recipe.lora else model).to(torch_device)
+    train = encode(tokenizer, splits.members, splits.kind, seq_len, bos_used)
+    val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
     started = time.perf_counter()
     history = train_causal_lm(model, train, val, recipe, on_step)
     record = splits.record()
@@ -268,12 +303,14 @@ def finetune(
             {
                 "artefact": "ltmia-target",
                 "base": base_spec,
+                "base_source": source_record(base_spec),
                 "model_type": model.config.model_type,
                 "source": splits.source,
                 "kind": splits.kind,
                 "split_fingerprint": record["fingerprint"],
                 "recipe": asdict(recipe),
                 "seq_len": seq_len,
+                "bos": bos_used,
                 "best_epoch": history.best_epoch,
                 "seconds": time.perf_counter() - started,
                 "versions": versions(),

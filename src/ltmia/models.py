@@ -1,5 +1,6 @@
 """Load any causal LM and its tokenizer: an ltmia zoo directory, any local ``save_pretrained`` directory,
-a PEFT/LoRA adapter directory, or a Hugging Face hub id (for users with network).
+a PEFT/LoRA adapter directory, a Hugging Face hub id (for users with network), a GGUF file or a packaged
+model (``packaged:<name>``; both through ``ltmia.sources``, which converts them once to a directory).
 
 This is the boundary where user-named models enter ltmia, so it validates: a directory that is not a model,
 remote code that was not explicitly trusted, and a tokenizer without EOS all get one-line errors or fixes.
@@ -15,6 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.errors import InputError
+from ltmia.sources import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,19 @@ def _check_local(spec: str) -> None:
 
 
 def adapter_base(spec: str) -> str | None:
-    """The base model a PEFT adapter directory was trained on, or None when ``spec`` is not an adapter."""
+    """The base model a PEFT adapter directory was trained on, or None when ``spec`` is not an adapter.
+
+    A target written by ``ltmia finetune`` names its base as the user gave it (``packaged:...``, a .gguf
+    path), which survives a cleared conversion cache; peft's own config holds the converted directory.
+    """
     config = Path(spec) / ADAPTER_CONFIG
     if not config.exists():
         return None
+    manifest = Path(spec) / "manifest.json"
+    if manifest.exists():
+        recorded = json.loads(manifest.read_text())
+        if recorded.get("artefact") == "ltmia-target" and recorded.get("base"):
+            return recorded["base"]
     return json.loads(config.read_text())["base_model_name_or_path"]
 
 
@@ -73,6 +84,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     """
     base = adapter_base(spec)
     source = base if base and not (Path(spec) / "tokenizer_config.json").exists() else spec
+    source = resolve_model(source)
     _check_local(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -105,8 +117,10 @@ def load_causal_lm(
     when ``load_tokenizer`` had to add an EOS token. ``attn_implementation`` is not stored in ``config.json``;
     pass ``"eager"`` to reproduce a zoo model's logits bit for bit (transformers otherwise picks SDPA).
     """
+    spec = resolve_model(spec)
     _check_local(spec)
     base = adapter_base(spec)
+    base = None if base is None else resolve_model(base)
     _refuse_remote_code(base or spec, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(

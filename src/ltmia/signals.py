@@ -9,6 +9,9 @@ vocabulary. ``memory_budget_bytes`` bounds what extraction holds beyond the mode
 models' logits (a batch is run in sub-batches of `sub_batch_size` texts) and half for the feature chunks'
 scratch (``ltmia.features.lt_features_and_stats``). Every text is padded to ``seq_len`` and scored on its
 own, so the budget changes how the work is split, not the results.
+
+Precision: with ``precision="bf16"`` the models' bodies run under bf16 autocast but the LM head runs in
+float32 (``ltmia.device.float32_head``), so features and stats are always computed from float32 logits.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from ltmia.data import SEQ_LEN, Kind, encode
+from ltmia.data import SEQ_LEN, Bos, Kind, encode
+from ltmia.device import Precision, autocast, float32_head
 from ltmia.errors import InputError
 from ltmia.features import lt_features_and_stats
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
@@ -105,6 +109,8 @@ def extract(
     k: int = 20,
     batch_size: int = 16,
     seq_len: int = SEQ_LEN,
+    bos: Bos = "never",
+    precision: Precision = "fp32",
     memory_budget_bytes: int = MEMORY_BUDGET_BYTES,
     on_batch: Callable[[int], None] | None = None,
 ) -> Signals:
@@ -113,6 +119,7 @@ def extract(
     ``reference=None`` means "the LoRA target with adapters disabled". Both models run on their own
     device; features are computed there and moved to CPU per batch. ``memory_budget_bytes`` bounds the
     memory used beyond the models (module docstring); ``on_batch(n)`` is called after every n texts.
+    ``bos`` is the tokenisation setting the target was fine-tuned with (``ltmia.data.encode``).
     """
     if not texts:
         raise InputError("no texts to score; pass at least one non-empty text")
@@ -121,10 +128,11 @@ def extract(
     step = sub_batch_size(batch_size, seq_len, output_width(target), memory_budget_bytes)
     parts = []
     for start in range(0, len(texts), batch_size):
-        input_ids, attention_mask = encode(tokenizer, texts[start : start + batch_size], kind, seq_len)
+        input_ids, attention_mask = encode(tokenizer, texts[start : start + batch_size], kind, seq_len, bos)
         for sub in range(0, input_ids.shape[0], step):
             ids, mask = input_ids[sub : sub + step].to(device), attention_mask[sub : sub + step].to(device)
-            parts.append(batch_signals(target, reference, ids, mask, k, max(1, memory_budget_bytes // 2)))
+            scratch = max(1, memory_budget_bytes // 2)
+            parts.append(batch_signals(target, reference, ids, mask, k, scratch, precision))
             if on_batch is not None:
                 on_batch(ids.shape[0])
     return Signals(
@@ -141,14 +149,16 @@ def batch_signals(
     attention_mask: Tensor,
     k: int,
     scratch: int,
+    precision: Precision = "fp32",
 ) -> tuple[Tensor, Tensor, TokenStats]:
     """One forward pass of each model on (b, L) ids -> features and mask on CPU, token stats.
 
     The feature chunks' scratch stays within ``scratch`` bytes; both logits are freed on return.
     """
-    target_logits = target(input_ids=input_ids, attention_mask=attention_mask).logits
-    with reference_of(target, reference) as ref:
-        reference_logits = ref(input_ids=input_ids, attention_mask=attention_mask).logits
+    with autocast(precision, input_ids.device), float32_head(target):
+        target_logits = target(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    with reference_of(target, reference) as ref, autocast(precision, input_ids.device), float32_head(ref):
+        reference_logits = ref(input_ids=input_ids, attention_mask=attention_mask).logits.float()
     features, mask, stats = lt_features_and_stats(
         target_logits, reference_logits, input_ids, attention_mask, k=k, memory_budget_bytes=scratch
     )

@@ -38,14 +38,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ltmia.artefacts import MANIFEST, read_manifest, versions, write_json
+from ltmia.artefacts import MANIFEST, file_sha256, read_manifest, versions, write_json
 from ltmia.corpora import corpus_texts, get_corpus
-from ltmia.data import SEQ_LEN, Kind, filter_texts, text_hash
+from ltmia.data import SEQ_LEN, Bos, Kind, filter_texts, text_hash
+from ltmia.device import resolve_device, resolve_precision
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.finetune import resolve_device
 from ltmia.models import adapter_base, load_causal_lm, load_tokenizer
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
+from ltmia.sources import model_spec, source_record
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ OnTexts = Callable[[int, int], None]
 
 @dataclass
 class StoreSettings:
-    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32).
+    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32);
+    ``precision`` bf16 runs the models under bf16 autocast with a float32 LM head (``ltmia.signals``).
 
     ``memory_budget_bytes`` bounds extraction's memory beyond the models (``ltmia.signals.extract``). It
     changes how the work is split, not the numbers, so it is not part of a store's plan: a store can be
@@ -77,9 +79,11 @@ class StoreSettings:
     shard_size: int = 1024
     batch_size: int = 16
     seq_len: int = SEQ_LEN
+    precision: str = "fp32"  # the models' forward passes (``ltmia.device``); "auto" is resolved here
     memory_budget_bytes: int = MEMORY_BUDGET_BYTES
 
     def __post_init__(self) -> None:
+        self.precision = resolve_precision(self.precision)
         if self.dtype not in DTYPES:
             raise InputError(f"dtype {self.dtype!r} is not one of: {', '.join(DTYPES)}")
         if min(self.k, self.shard_size, self.batch_size) < 1 or self.seq_len < 2:
@@ -183,7 +187,9 @@ def split_counts(rows: Rows) -> dict[str, dict[str, int]]:
     return counts
 
 
-def store_plan(rows: Rows, settings: StoreSettings, kind: Kind, models: dict, source: dict) -> dict:
+def store_plan(
+    rows: Rows, settings: StoreSettings, kind: Kind, models: dict, source: dict, bos: Bos = "never"
+) -> dict:
     """Everything a store's bytes depend on (versions aside): equal plans give byte-identical stores."""
     fingerprint = hashlib.sha256(json.dumps(rows.record(), sort_keys=True).encode()).hexdigest()
     return {
@@ -191,6 +197,7 @@ def store_plan(rows: Rows, settings: StoreSettings, kind: Kind, models: dict, so
         "models": models,
         "source": source,
         "kind": kind,
+        "bos": bos,
         **settings.plan(),
         "feature_dim": feature_dim(settings.k),
         "feature_layout_version": FEATURE_LAYOUT_VERSION,
@@ -257,15 +264,6 @@ def write_shard(path: Path, signals: Signals, dtype: torch.dtype) -> None:
     os.replace(tmp, path)
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def batch_progress(on_texts: OnTexts, done: int, total: int) -> Callable[[int], None]:
     """An ``extract`` ``on_batch`` callback that reports the store's running text count to ``on_texts``."""
 
@@ -286,6 +284,7 @@ def build_store(
     settings: StoreSettings | None = None,
     *,
     kind: Kind = "text",
+    bos: Bos = "never",
     models: dict | None = None,
     source: dict | None = None,
     on_texts: OnTexts | None = None,
@@ -293,11 +292,12 @@ def build_store(
     """Rows through target and reference (``ltmia.signals.extract``; ``reference=None``: the LoRA target
     with adapters disabled) -> a store at ``out`` of (N, L, 7k+14) features, (N, L) mask and (N, L-1) stats.
 
-    ``models`` and ``source`` (JSON-able) describe where models and texts came from, for the manifest. A
-    finished store of the same plan is returned as is; an interrupted one is continued.
+    ``models`` and ``source`` (JSON-able) describe where models and texts came from, for the manifest;
+    ``bos`` is the tokenisation the target was trained with. A finished store of the same plan is returned
+    as is; an interrupted one is continued.
     """
     out, settings = Path(out), settings or StoreSettings()
-    plan = store_plan(rows, settings, kind, models or {}, source or {})
+    plan = store_plan(rows, settings, kind, models or {}, source or {}, bos)
     if finished_store(out, plan):
         log.info("%s is a finished store; skipping", out)
         return out
@@ -313,6 +313,8 @@ def build_store(
         k=settings.k,
         batch_size=settings.batch_size,
         seq_len=settings.seq_len,
+        bos=bos,
+        precision=settings.precision,
         memory_budget_bytes=settings.memory_budget_bytes,
     )
     signals_of = partial_call(extract, target, reference, tokenizer, **options)
@@ -362,16 +364,20 @@ def extract_target(
     manifest, _ = target_record(target)
     rows = target_rows(target, corpus, column)
     lora_base = adapter_base(str(target)) if reference is None else None
-    reference = None if lora_base else resolved(reference or manifest["base"])
+    reference = None if lora_base else model_spec(reference or manifest["base"])
     models = {
         "target": str(target),
         "reference": lora_base or reference,
         "reference_adapters_disabled": lora_base is not None,
         "tokenizer": str(target),
     }
+    reference_source = source_record(lora_base or reference)
+    if reference_source:
+        models["reference_source"] = reference_source
     overrides = {"corpus": corpus, "column": column}
     source = {**manifest["source"], **{key: value for key, value in overrides.items() if value}}
-    if finished_store(out, store_plan(rows, settings, manifest["kind"], models, source)):
+    bos = manifest.get("bos", "never")  # targets written before the setting existed used SPEC §2's
+    if finished_store(out, store_plan(rows, settings, manifest["kind"], models, source, bos)):
         return out
     target_model, reference_model, tokenizer = load_models(target, reference, device, trust_remote_code)
     return build_store(
@@ -382,6 +388,7 @@ def extract_target(
         out,
         settings,
         kind=manifest["kind"],
+        bos=bos,
         models=models,
         source=source,
         on_texts=on_texts,
@@ -399,11 +406,6 @@ def load_models(target: Path, reference: str | None, device: str, trust_remote_c
     target_model = load_causal_lm(str(target), **options).to(torch_device)
     reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
     return target_model, reference_model, tokenizer
-
-
-def resolved(spec: str) -> str:
-    """A model spec as the manifest records it: an absolute path for a local directory, else the hub id."""
-    return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
 class Store:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.data import Kind, encode
+from ltmia.data import Bos, Kind, encode
 from ltmia.store import Store
 
 
@@ -75,7 +75,7 @@ def rows_arrays(store: Store, rows: Sequence[int]) -> dict[int, dict[str, Tensor
 
 
 def explain(
-    classifier, store: Store, rows: Sequence[int], tokenizer, kind: Kind = "text"
+    classifier, store: Store, rows: Sequence[int], tokenizer, kind: Kind = "text", bos: Bos = "never"
 ) -> list[Explanation]:
     """Occlusion explanations of the given store rows, in the order given."""
     arrays = rows_arrays(store, rows)
@@ -84,7 +84,7 @@ def explain(
     explanations = []
     for row in rows:
         values = arrays[row]
-        ids, attention = encode(tokenizer, [texts[row]], kind, seq_len)
+        ids, attention = encode(tokenizer, [texts[row]], kind, seq_len, bos)
         n_tokens = int(attention.sum())
         token_ids = ids[0, :n_tokens].tolist()
         tokens = [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in token_ids]

@@ -29,13 +29,14 @@ from ltmia.audit.explain import Explanation, explain
 from ltmia.audit.inputs import Candidates
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
-from ltmia.data import Kind
+from ltmia.data import Kind, resolve_bos
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import LT_MIA, Scored, baseline_scores, lt_mia_scores, merge, write_results
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.metrics import MetricResult
 from ltmia.models import adapter_base, load_tokenizer
-from ltmia.store import Rows, Store, StoreSettings, build_store, load_models, resolved
+from ltmia.sources import default_bos, model_spec
+from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,14 @@ SCORE_NOTE = (
 @dataclass
 class AuditSettings:
     """How to audit. ``classifier`` None means the classifier shipped with ltmia; ``explain`` is how many
-    top-scoring texts get per-token explanations (0: none)."""
+    top-scoring texts get per-token explanations (0: none). ``bos`` None: what an ltmia target recorded,
+    else what a packaged base needs, else SPEC §2's "never" (``ltmia.data.resolve_bos``); ``precision``
+    as in ``ltmia.device``."""
 
     classifier: Path | None = None
     kind: Kind = "text"
+    bos: str | None = None
+    precision: str = "fp32"
     explain: int = 20
     batch_size: int = 16
     shard_size: int = 256
@@ -97,7 +102,10 @@ def load_audit_classifier(path: Path | None) -> LTMIA:
 def resolve_reference(target: str, reference: str | None) -> tuple[str | None, dict]:
     """The reference to load (None: the LoRA target with adapters disabled) and how it was chosen."""
     if reference is not None:
-        return resolved(reference), {"reference": resolved(reference), "reference_adapters_disabled": False}
+        return model_spec(reference), {
+            "reference": model_spec(reference),
+            "reference_adapters_disabled": False,
+        }
     base = adapter_base(target)
     if base is not None:
         return None, {"reference": base, "reference_adapters_disabled": True}
@@ -108,6 +116,14 @@ def resolve_reference(target: str, reference: str | None) -> tuple[str | None, d
         f"{target} is neither a LoRA adapter nor an ltmia target, so its base is unknown; "
         "pass --reference (the model it was fine-tuned from)"
     )
+
+
+def target_bos(target: str, base: str) -> str:
+    """The BOS setting an ltmia target was fine-tuned with, else what a packaged base needs, else never."""
+    manifest = read_manifest(Path(target)) if Path(target).is_dir() else None
+    if manifest and manifest.get("artefact") == "ltmia-target":
+        return manifest.get("bos", "never")
+    return default_bos(base) or "never"
 
 
 def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bool) -> None:
@@ -156,11 +172,13 @@ def audit(
     tokenizer = tokenizer or load_tokenizer(target, settings.trust_remote_code)
     if reference_spec is not None:
         check_same_tokenizer(tokenizer, reference_spec, settings.trust_remote_code)
+    bos = resolve_bos(tokenizer, settings.bos or target_bos(target, reference_spec or models["reference"]))
     store_settings = StoreSettings(
         k=classifier.record_["k"],
         seq_len=classifier.record_["seq_len"],
         batch_size=settings.batch_size,
         shard_size=settings.shard_size,
+        precision=settings.precision,
         memory_budget_bytes=settings.memory_budget_bytes,
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +189,8 @@ def audit(
             out / STORE_DIR,
             store_settings,
             kind=settings.kind,
-            models={"target": resolved(target), **models, "tokenizer": resolved(target)},
+            bos=bos,
+            models={"target": model_spec(target), **models, "tokenizer": model_spec(target)},
             source={"audit": "candidate texts", "n_read": candidates.n_read},
             on_texts=on_texts,
         )
@@ -179,13 +198,13 @@ def audit(
     scored = merge([baseline_scores(store, None), lt_mia_scores(classifier, store, None)])
     order = np.argsort(-scored.scores[LT_MIA], kind="stable")
     top = [int(row) for row in order[: max(0, settings.explain)]]
-    explanations = explain(classifier, store, top, tokenizer, settings.kind)
+    explanations = explain(classifier, store, top, tokenizer, settings.kind, bos)
     table = score_table(candidates, scored, order)
     metrics = None
     if candidates.labelled:
         title = f"audit of {Path(target).name} ({len(candidates.texts)} labelled texts)"
         metrics = write_results(scored, out, "metrics", title)
-    record = audit_record(target, models, classifier, candidates, settings, store_settings, started)
+    record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
     result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record)
     write_outputs(result)
     return result
@@ -217,12 +236,13 @@ def audit_record(
     candidates: Candidates,
     settings: AuditSettings,
     store_settings: StoreSettings,
+    store: Store,
     started: float,
 ) -> dict:
     """What produced the audit: models, classifier, counts, settings, versions, the score note."""
     return {
         "artefact": "ltmia-audit",
-        "target": resolved(target),
+        "target": model_spec(target),
         **models,
         "classifier": {
             "path": str(classifier.record_["path"]),
@@ -238,6 +258,8 @@ def audit_record(
         },
         "settings": {
             "kind": settings.kind,
+            "bos": store.manifest["bos"],
+            "precision": store_settings.precision,
             "k": store_settings.k,
             "seq_len": store_settings.seq_len,
             "explained": settings.explain,

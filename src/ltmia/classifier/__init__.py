@@ -33,8 +33,8 @@ from ltmia.classifier.batches import (
 from ltmia.classifier.checkpoint import check_store_compatible, load_classifier, save_classifier
 from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
+from ltmia.device import resolve_device
 from ltmia.errors import InputError
-from ltmia.finetune import resolve_device
 
 __all__ = [
     "LTMIA",

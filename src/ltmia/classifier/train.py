@@ -45,9 +45,9 @@ from ltmia.classifier.batches import (
     source_name,
 )
 from ltmia.classifier.model import ClassifierConfig, build_classifier
+from ltmia.device import resolve_device
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
-from ltmia.finetune import resolve_device
 from ltmia.metrics import auc
 
 log = logging.getLogger(__name__)

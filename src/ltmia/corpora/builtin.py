@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
+from ltmia.artefacts import ltmia_home
 from ltmia.corpora import CORPORA, Corpus, Kind
 from ltmia.errors import InputError
 
@@ -41,11 +42,6 @@ _memo: dict[Path, list[str]] = {}
 
 
 # --- caching -------------------------------------------------------------------------------------------
-
-
-def ltmia_home() -> Path:
-    """Root of ltmia's user cache: ``$LTMIA_HOME``, else ``~/.cache/ltmia``."""
-    return Path(os.environ.get("LTMIA_HOME") or Path.home() / ".cache" / "ltmia")
 
 
 def finalise(texts: Iterable[str], cap: int = CAP) -> list[str]:

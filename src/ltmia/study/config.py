@@ -4,7 +4,7 @@ A *combo set* is models x corpora fine-tuned alike (SPEC §2-3); a *classifier* 
 some combo sets (SPEC §6); a *group* is what gets a row in the transfer table: the test split of training
 combos (in-distribution) or every pair of held-out combos (SPEC §7 protocols). Models are ``zoo:<arch>``
 (pretrained by ltmia on local text) or anything ``ltmia.models.load_causal_lm`` takes (a directory, a hub
-id); corpora are anything ``ltmia.corpora.get_corpus`` takes.
+id, a .gguf file, ``packaged:<name>``); corpora are anything ``ltmia.corpora.get_corpus`` takes.
 
 ``extends = "<config>"`` starts from another config and overrides it table by table, so an ablation is a
 few lines on top of the study it varies. Shipped configs live in ``ltmia/study/configs/``.
@@ -21,9 +21,12 @@ from pathlib import Path
 import tomllib
 
 from ltmia.corpora import CORPORA
+from ltmia.data import BOS_CHOICES
+from ltmia.device import resolve_precision
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
 from ltmia.finetune import Recipe
+from ltmia.sources import PACKAGED, PACKAGED_PREFIX
 from ltmia.store import StoreSettings
 from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
 from ltmia.zoo.pretrain import ZooSettings, pretrain_recipe
@@ -97,6 +100,7 @@ class Combo:
     recipe_items: tuple[tuple[str, object], ...]  # the Recipe as sorted (field, value) pairs: hashable
     column: str | None = None
     kind: str | None = None  # "text" or "code" (SPEC §2 truncation); None: the corpus's own
+    bos: str | None = None  # never / always / auto (ltmia.data.resolve_bos); None: the model's default
 
     @property
     def recipe(self) -> Recipe:
@@ -199,7 +203,7 @@ def parse_recipe(table: dict, where: str) -> Recipe:
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
     where = f"[combos.{name}]"
-    take(table, {"models", "corpora", "members", "val", "recipe", "column", "kind"}, where)
+    take(table, {"models", "corpora", "members", "val", "recipe", "column", "kind", "bos"}, where)
     settings = {**defaults, **{k: v for k, v in table.items() if k not in ("models", "corpora")}}
     settings["recipe"] = {**defaults.get("recipe", {}), **table.get("recipe", {})}
     if not table.get("models") or not table.get("corpora"):
@@ -214,8 +218,16 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
         raise InputError(f"{where}: members must be an integer >= 20 (5% of pairs form the test split)")
     val = settings.get("val", max(1, members // 10))
     recipe = parse_recipe(settings["recipe"], where)
+    recipe.precision = resolve_precision(recipe.precision)  # "auto" -> what this machine runs: in the key
     if settings.get("kind") not in (None, "text", "code"):
         raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
+    if settings.get("bos") not in (None, *BOS_CHOICES):
+        raise InputError(f"{where}: bos must be one of {', '.join(BOS_CHOICES)}, got {settings['bos']!r}")
+    for model in table["models"]:
+        if model.startswith(PACKAGED_PREFIX) and model.removeprefix(PACKAGED_PREFIX) not in PACKAGED:
+            raise InputError(
+                f"{where}: unknown packaged model {model!r}; choose packaged:<{'|'.join(PACKAGED.names())}>"
+            )
     combos = tuple(
         Combo(
             model=model,
@@ -226,6 +238,7 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
             recipe_items=tuple(sorted(asdict(recipe).items())),
             column=settings.get("column"),
             kind=settings.get("kind"),
+            bos=settings.get("bos"),
         )
         for model in table["models"]
         for corpus in table["corpora"]
@@ -282,9 +295,10 @@ def parse(raw: dict) -> StudyConfig:
     )
     seed = raw.get("seed", 42)
     defaults = take(
-        dict(raw.get("defaults", {})), {"members", "val", "recipe", "column", "kind"}, "[defaults]"
+        dict(raw.get("defaults", {})), {"members", "val", "recipe", "column", "kind", "bos"}, "[defaults]"
     )
-    store_table = take(dict(raw.get("store", {})), {"k", "dtype", "batch_size", "shard_size"}, "[store]")
+    store_keys = {"k", "dtype", "batch_size", "shard_size", "precision"}
+    store_table = take(dict(raw.get("store", {})), store_keys, "[store]")
     combo_sets = {name: parse_combo_set(name, t, defaults, seed) for name, t in raw.get("combos", {}).items()}
     if not combo_sets:
         raise InputError("a study needs at least one [combos.<name>] table")

@@ -26,6 +26,7 @@ from ltmia.artefacts import versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
+from ltmia.sources import source_record
 from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
 from ltmia.zoo.pretrain import ZooSettings
@@ -117,6 +118,8 @@ def finetune_stage(combo: Combo, pretrained: dict[str, Stage]) -> Stage:
         "val": combo.val,
         "seed": combo.seed,
         "recipe": dict(combo.recipe_items),
+        "bos": combo.bos,
+        "model_source": source_record(combo.model) if not combo.arch else {},
     }
     deps = (pretrained[combo.arch],) if combo.arch else ()
     return make_stage("finetune", f"fine-tune {combo.slug}", params, deps, "targets", combo.slug)
@@ -258,7 +261,7 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
         kind=corpus.kind,
         source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
     )
-    finetune(base, splits, stage.out(cache), Recipe(**p["recipe"]), device=device)
+    finetune(base, splits, stage.out(cache), Recipe(**p["recipe"]), bos=p["bos"], device=device)
 
 
 @runner("extract")

@@ -29,8 +29,9 @@ import torch
 from ltmia.artefacts import building, read_manifest, versions, write_json
 from ltmia.corpora import CORPORA, corpus_texts
 from ltmia.data import SEQ_LEN, encode, filter_texts, seeded_order, text_hash
+from ltmia.device import resolve_device
 from ltmia.errors import OutputExistsError
-from ltmia.finetune import Recipe, resolve_device, train_causal_lm
+from ltmia.finetune import Recipe, train_causal_lm
 from ltmia.zoo.architectures import ARCHITECTURES, ZooSize, build_model, count_parameters
 from ltmia.zoo.tokenizer import DEFAULT_VOCAB_SIZE, train_tokenizer
 
