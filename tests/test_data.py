@@ -100,3 +100,37 @@ def test_labels_mask_pads_but_keep_eos():
     ids = torch.tensor([[5, 6, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0, 0]])
     assert lm_labels(ids, mask).tolist() == [[5, 6, 0, -100, -100]]
+
+
+def test_bos_always_prepends_bos_and_keeps_l_minus_2_tokens(tokenizer, docstrings):
+    long_text = max(docstrings, key=len)
+    plain = tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    text_ids, text_mask = encode(tokenizer, [long_text], "text", seq_len=16, bos="always")
+    code_ids, _ = encode(tokenizer, [long_text], "code", seq_len=16, bos="always")
+    assert text_ids[0].tolist() == [bos, *plain[:14], eos]
+    assert code_ids[0].tolist() == [bos, *plain[-14:], eos]
+    assert text_mask.all()
+    short, mask = encode(tokenizer, ["Return the number of items."], "text", seq_len=32, bos="always")
+    n = len(tokenizer("Return the number of items.", add_special_tokens=False)["input_ids"])
+    assert short[0, 0].item() == bos and short[0, n + 1].item() == eos and int(mask.sum()) == n + 2
+
+
+def test_resolve_bos_auto_follows_the_tokenizer(tokenizer):
+    import copy
+
+    from ltmia.data import resolve_bos
+
+    assert resolve_bos(tokenizer, "never") == "never" and resolve_bos(tokenizer, "always") == "always"
+    assert resolve_bos(tokenizer, "auto") == "never"  # the zoo tokenizer adds no special tokens
+    adds = copy.deepcopy(tokenizer)
+    adds._tokenizer.post_processor = __import__("tokenizers").processors.TemplateProcessing(
+        single=f"{adds.bos_token} $A", special_tokens=[(adds.bos_token, adds.bos_token_id)]
+    )
+    assert resolve_bos(adds, "auto") == "always"
+    with pytest.raises(InputError, match="bos 'sometimes'"):
+        resolve_bos(tokenizer, "sometimes")
+    no_bos = copy.deepcopy(tokenizer)
+    no_bos.bos_token = None
+    with pytest.raises(InputError, match="needs a tokenizer with a BOS"):
+        resolve_bos(no_bos, "always")

@@ -83,6 +83,9 @@ def test_changing_one_setting_invalidates_exactly_downstream(tmp_path):
         (lambda r: r["classifiers"]["tiny"].update(groups=["targets"]), "unknown feature group"),
         (lambda r: r["combos"]["train"].update(members=5), "members must be an integer >= 20"),
         (lambda r: r["combos"]["train"].update(recipe={"optimiser": "sgd"}), "unknown key(s) optimiser"),
+        (lambda r: r["combos"]["train"].update(models=["packaged:gpt-5"]), "unknown packaged model"),
+        (lambda r: r["combos"]["train"].update(bos="sometimes"), "bos must be one of"),
+        (lambda r: r["combos"]["train"].update(recipe={"precision": "fp8"}), "precision 'fp8'"),
     ],
 )
 def test_config_errors_name_the_problem(edit, message):
@@ -90,6 +93,23 @@ def test_config_errors_name_the_problem(edit, message):
     edit(raw)
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse(raw)
+
+
+def test_real_model_settings_enter_the_fine_tune_key():
+    """A packaged model's pinned hash, the BOS setting and the resolved precision are in the stage key."""
+    raw = read_toml(str(MINI))
+    raw["combos"]["heldout"]["models"] = ["packaged:smollm2-135m"]
+    study = plan(parse(raw))
+    target = next(s for s in study.stages if s.kind == "finetune" and "smollm2" in s.label)
+    assert target.params["model_source"]["sha256"].startswith("b179c952")
+    assert target.params["recipe"]["precision"] == "fp32" and target.params["bos"] is None
+    keys = {target.key}
+    for edit in ({"bos": "always"}, {"recipe": {"epochs": 1, "precision": "bf16"}}):
+        changed = json.loads(json.dumps(raw))
+        changed["combos"]["heldout"].update(edit)
+        other = next(s for s in plan(parse(changed)).stages if s.kind == "finetune" and "smollm2" in s.label)
+        keys.add(other.key)
+    assert len(keys) == 3
 
 
 def test_unknown_config_lists_shipped_ones():

@@ -25,9 +25,27 @@ study_app = typer.Typer(
     no_args_is_help=True, help="Studies: plan and run configs of combos, classifiers, groups."
 )
 app.add_typer(zoo_app, name="zoo")
+models_app = typer.Typer(
+    no_args_is_help=True, help="Models ltmia can use offline: packaged real LMs and the zoo."
+)
+app.add_typer(models_app, name="models")
 app.add_typer(study_app, name="study")
 
 console = Console()
+
+ModelHelp = (
+    "zoo/local directory, hub id, .gguf file (or DIR::file.gguf) or packaged:<name> (ltmia models list)"
+)
+PrecisionOption = Annotated[
+    str,
+    typer.Option(help="fp32 (the paper), bf16 (autocast), or auto: bf16 where the CPU/GPU has it natively."),
+]
+BosOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Prepend BOS: never (SPEC §2), always, auto (as the tokenizer does); default: the model's need."
+    ),
+]
 
 
 # ---------------------------------------------------------------------------------------------- corpora
@@ -156,10 +174,62 @@ def zoo_list(zoo: Annotated[Path, typer.Option(help="Zoo directory to inspect.")
     _print_zoo(zoo, ARCHITECTURES.names())
 
 
+# ----------------------------------------------------------------------------------------------- models
+@models_app.command("list")
+def models_list(
+    zoo: Annotated[Path, typer.Option(help="Zoo directory to inspect.")] = Path("runs/zoo"),
+) -> None:
+    """Real pretrained LMs packaged on PyPI (packaged:<name>) and the zoo's architectures."""
+    from ltmia.artefacts import read_manifest
+    from ltmia.sources import INSTALL_REAL, PACKAGED, converted_dir
+
+    table = Table(title="real pretrained LMs packaged on PyPI")
+    table.add_column("model", no_wrap=True)
+    for column in ("architecture", "parameters", "vocab", "licence", "installed", "size", "converted"):
+        table.add_column(column)
+    missing = []
+    for name in PACKAGED:
+        model = PACKAGED.get(name)
+        installed = model.installed()
+        if not installed:
+            missing.append(f"packaged:{name}: {model.install}")
+        table.add_row(
+            f"packaged:{name}",
+            model.architecture,
+            model.parameters,
+            f"{model.vocab:,}",
+            model.licence,
+            "yes" if installed else "no",
+            f"{model.size_bytes() / 2**20:.0f} MiB" if installed else "-",
+            "yes" if read_manifest(converted_dir(model.sha256)) else "no",
+        )
+    console.print(table)
+    for line in missing:
+        console.print(f"to install {line}", soft_wrap=True, markup=False, highlight=False)
+    console.print(
+        f"Both at once: `{INSTALL_REAL}`. A .gguf file works anywhere a model does too.", soft_wrap=True
+    )
+    zoo_list(zoo)
+
+
+@models_app.command("convert")
+def models_convert(
+    model: Annotated[str, typer.Argument(help="A .gguf file, DIR::file.gguf or packaged:<name>.")],
+) -> None:
+    """Convert a GGUF model once into a safetensors directory in ltmia's cache and print where it is."""
+    from ltmia.artefacts import read_manifest
+    from ltmia.sources import resolve_model
+
+    path = resolve_model(model)
+    manifest = read_manifest(Path(path)) or {}
+    quant = manifest.get("quantisation", {}).get("file_type", "-")
+    console.print(f"{escape(model)} -> {path} (sha256 {manifest.get('sha256', '-')[:16]}..., {quant})")
+
+
 # --------------------------------------------------------------------------------------------- finetune
 @app.command()
 def finetune(
-    base: Annotated[str, typer.Option(help="Base model: zoo/local directory or hub id.")],
+    base: Annotated[str, typer.Option(help=f"Base model: {ModelHelp}.")],
     corpus: Annotated[str, typer.Option(help="Corpus name, file, source folder or hf:<id>.")],
     out: Annotated[Path, typer.Option(help="Target directory to write.")],
     members: int = 1000,
@@ -177,6 +247,12 @@ def finetune(
     weight_decay: float | None = None,
     grad_clip: float | None = None,
     lora: Annotated[bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")] = False,
+    lora_targets: Annotated[
+        str | None, typer.Option(help="Comma-separated LoRA modules; default: the family's attention + MLP.")
+    ] = None,
+    precision: PrecisionOption = "fp32",
+    bos: BosOption = None,
+    log_every: Annotated[int, typer.Option(help="Off a terminal, a progress line every N steps.")] = 10,
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> None:
@@ -198,25 +274,29 @@ def finetune(
         weight_decay=weight_decay,
         grad_clip=grad_clip,
         lora=lora,
+        lora_targets=tuple(lora_targets.split(",")) if lora_targets else None,
+        precision=precision,
         seed=seed,
     )
     source = get_corpus(corpus, column=column, kind=kind)
     splits = make_splits(
         corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
     )
-    with step_bar(console) as bar:
+    with step_bar(console, log_every) as bar:
         target = run_finetune(
             base,
             splits,
             out,
             recipe,
+            bos=bos,
             device=device,
             trust_remote_code=trust_remote_code,
             on_step=bar.task("fine-tune"),
         )
     manifest = read_manifest(target)
     console.print(
-        f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s)"
+        f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s, "
+        f"{manifest['recipe']['precision']}, bos {manifest.get('bos', 'never')})"
     )
 
 
@@ -226,7 +306,8 @@ def extract_command(
     target: Annotated[Path, typer.Option(help="Target directory written by ltmia finetune.")],
     out: Annotated[Path, typer.Option(help="Store directory to write (an interrupted run is continued).")],
     reference: Annotated[
-        str | None, typer.Option(help="Reference model; default the target's base (LoRA: adapters off).")
+        str | None,
+        typer.Option(help=f"Reference model ({ModelHelp}); default the target's base (LoRA: adapters off)."),
     ] = None,
     batch_size: int = 16,
     shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = 1024,
@@ -235,6 +316,7 @@ def extract_command(
     ] = 1024,
     dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = "float32",
     k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
+    precision: PrecisionOption = "fp32",
     corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
     column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
     device: str = "auto",
@@ -250,6 +332,7 @@ def extract_command(
         dtype=dtype,
         shard_size=shard_size,
         batch_size=batch_size,
+        precision=precision,
         memory_budget_bytes=memory_budget_mib * 2**20,
     )
     with text_bar(console, "target + reference") as on_texts:
@@ -462,7 +545,9 @@ def evaluate(
 # ------------------------------------------------------------------------------------------------ audit
 @app.command()
 def audit(
-    target: Annotated[str, typer.Option(help="Fine-tuned model: directory, LoRA adapter dir or hub id.")],
+    target: Annotated[
+        str, typer.Option(help="Fine-tuned model: directory, LoRA adapter dir, hub id or .gguf.")
+    ],
     texts: Annotated[
         str, typer.Option(help="Candidate texts: .txt/.jsonl/.csv/.parquet file, or - (stdin).")
     ],
@@ -482,6 +567,8 @@ def audit(
     ] = None,
     kind: Annotated[str, typer.Option(help="text, or code (code keeps its last tokens, SPEC §2).")] = "text",
     explain: Annotated[int, typer.Option(help="Explain the top N texts token by token (0: none).")] = 20,
+    precision: PrecisionOption = "fp32",
+    bos: BosOption = None,
     batch_size: int = 16,
     memory_budget_mib: Annotated[
         int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
@@ -507,6 +594,8 @@ def audit(
     settings = AuditSettings(
         classifier=classifier,
         kind=kind,
+        bos=bos,
+        precision=precision,
         explain=explain,
         batch_size=batch_size,
         memory_budget_bytes=memory_budget_mib * 2**20,

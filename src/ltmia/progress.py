@@ -1,13 +1,15 @@
 """Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s) and metric tables.
 
-Off a terminal (CI logs, pipes) the live display is disabled, because rich would hold everything printed
-during it until the end; the per-epoch log lines then show progress as it happens. Library code reports
-through plain callbacks (``on_step(epoch, loss)``) so it stays usable without a
-terminal; the CLI turns them into progress lines here.
+Off a terminal (CI logs, pipes, ``nohup``) the live display is disabled, because rich would hold everything
+printed during it until the end; plain progress lines are printed instead (every ``log_every`` steps, or
+every ``TEXT_LINE_SECONDS`` of extraction), so an eight-minute job shows that it moves. Library code reports
+through plain callbacks (``on_step(epoch, loss)``, ``on_texts(done, total)``) so it stays usable without a
+terminal; the CLI turns them into progress displays here.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -27,12 +29,16 @@ from rich.text import Text
 
 from ltmia.metrics import MetricResult
 
+TEXT_LINE_SECONDS = 30.0
+
 
 class StepBar:
     """Hands out one ``on_step`` callback per named task (a pretraining run, a fine-tune, ...)."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, console: Console, log_every: int) -> None:
         self.progress = progress
+        self.console = console
+        self.log_every = log_every
         self._current: int | None = None
 
     def task(self, name: str) -> Callable[[int, float], None]:
@@ -40,15 +46,29 @@ class StepBar:
             self.progress.stop_task(self._current)
         task_id = self.progress.add_task(name, total=None, epoch=0, loss=float("nan"))
         self._current = task_id
+        started, steps = time.perf_counter(), 0
 
         def on_step(epoch: int, loss: float) -> None:
+            nonlocal steps, started
+            steps += 1
+            if steps == 1:  # time from the first finished step: loading and converting are not steps
+                started = time.perf_counter()
             self.progress.update(task_id, advance=1, epoch=epoch, loss=loss)
+            if not self.console.is_terminal and self.log_every > 0 and steps % self.log_every == 0:
+                seconds = time.perf_counter() - started
+                rate = f", {seconds / (steps - 1):.2f} s/step" if steps > 1 else ""
+                self.console.print(
+                    f"{name}: epoch {epoch}, step {steps}, loss {loss:.4f}{rate}",
+                    markup=False,
+                    highlight=False,
+                )
 
         return on_step
 
 
 @contextmanager
-def step_bar(console: Console) -> Iterator[StepBar]:
+def step_bar(console: Console, log_every: int = 10) -> Iterator[StepBar]:
+    """Live step display on a terminal; off one, a line every ``log_every`` steps (0: none)."""
     columns = (
         SpinnerColumn(finished_text="✓"),
         TextColumn("{task.description:<24}"),
@@ -58,7 +78,7 @@ def step_bar(console: Console) -> Iterator[StepBar]:
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        yield StepBar(progress)
+        yield StepBar(progress, console, log_every)
 
 
 class TextsPerSecond(ProgressColumn):
@@ -70,13 +90,30 @@ class TextsPerSecond(ProgressColumn):
 
 @contextmanager
 def text_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None]]:
-    """A bar over texts (done / total, texts/s); yields the ``on_texts(done, total)`` callback."""
+    """A bar over texts (done / total, texts/s); yields the ``on_texts(done, total)`` callback.
+
+    Off a terminal: a line at most every ``TEXT_LINE_SECONDS`` and when the last text is done.
+    """
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextsPerSecond())
+    started = last = time.perf_counter()
     with Progress(
         *columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal
     ) as progress:
         task = progress.add_task(description, total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+        def on_texts(done: int, total: int) -> None:
+            nonlocal last
+            progress.update(task, completed=done, total=total)
+            now = time.perf_counter()
+            if not console.is_terminal and (now - last >= TEXT_LINE_SECONDS or done >= total):
+                last = now
+                console.print(
+                    f"{description}: {done}/{total} texts, {now - started:.0f} s",
+                    markup=False,
+                    highlight=False,
+                )
+
+        yield on_texts
 
 
 def metrics_table(results: dict[str, MetricResult], title: str) -> Table:
