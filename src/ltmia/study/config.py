@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from ltmia.corpora import CORPORA
 from ltmia.data import BOS_CHOICES
