@@ -125,3 +125,21 @@ def test_schedules():
     assert cosine[:2] == [0.5, 1.0] and cosine[2] == pytest.approx(1.0)
     assert cosine[6] == pytest.approx(0.5) and all(a >= b for a, b in itertools.pairwise(cosine[1:]))
     assert lrs(schedule="linear")[5] == pytest.approx(0.5)
+
+
+def test_lora_targets_of_a_real_family_and_from_the_recipe():
+    """Gemma-3 is not in the zoo: its attention + MLP projections come from KNOWN_LORA_TARGETS."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    from ltmia.finetune import KNOWN_LORA_TARGETS, apply_lora, lora_targets
+
+    config = Gemma3TextConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    assert lora_targets(model) == list(KNOWN_LORA_TARGETS["gemma3_text"])
+    assert lora_targets(model, Recipe(lora=True, lora_targets=("q_proj",))) == ["q_proj"]
+    wrapped = apply_lora(model, Recipe(lora=True))
+    trainable = {n.split(".")[-4] for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert trainable == set(KNOWN_LORA_TARGETS["gemma3_text"])

@@ -113,7 +113,9 @@ class Combo:
     @property
     def slug(self) -> str:
         """A readable file-name part, e.g. ``llama--fortunes``."""
-        model = self.arch or self.model.rstrip("/").split("/")[-1]
+        model = (
+            self.arch or self.model.removeprefix(PACKAGED_PREFIX).split("::")[-1].rstrip("/").split("/")[-1]
+        )
         corpus = self.corpus.removeprefix("hf:").rstrip("/").split("/")[-1].split(":")[0]
         return "--".join("".join(c if c.isalnum() or c in "._-" else "-" for c in p) for p in (model, corpus))
 
