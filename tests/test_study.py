@@ -112,6 +112,16 @@ def test_real_model_settings_enter_the_fine_tune_key():
     assert len(keys) == 3
 
 
+def test_memory_budget_is_a_runtime_setting_not_a_key():
+    raw = read_toml(str(MINI))
+    before = plan(parse(raw))
+    raw["store"] = {**raw.get("store", {}), "memory_budget_mib": 64}
+    after = plan(parse(raw))
+    assert keys_by_label(before) == keys_by_label(after)
+    extract = next(s for s in after.stages if s.kind == "extract")
+    assert extract.runtime == {"memory_budget_bytes": 64 * 2**20}
+
+
 def test_unknown_config_lists_shipped_ones():
     with pytest.raises(InputError, match="offline-full"):
         load_config("no-such-study")

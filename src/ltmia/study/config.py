@@ -298,8 +298,10 @@ def parse(raw: dict) -> StudyConfig:
     defaults = take(
         dict(raw.get("defaults", {})), {"members", "val", "recipe", "column", "kind", "bos"}, "[defaults]"
     )
-    store_keys = {"k", "dtype", "batch_size", "shard_size", "precision"}
+    store_keys = {"k", "dtype", "batch_size", "shard_size", "precision", "memory_budget_mib"}
     store_table = take(dict(raw.get("store", {})), store_keys, "[store]")
+    if "memory_budget_mib" in store_table:  # how extraction splits its work, not what it computes
+        store_table["memory_budget_bytes"] = int(store_table.pop("memory_budget_mib")) * 2**20
     combo_sets = {name: parse_combo_set(name, t, defaults, seed) for name, t in raw.get("combos", {}).items()}
     if not combo_sets:
         raise InputError("a study needs at least one [combos.<name>] table")

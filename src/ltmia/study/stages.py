@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ltmia.artefacts import versions, write_json
@@ -47,6 +47,7 @@ class Stage:
     deps: tuple[Stage, ...] = ()
     key: str = ""
     path: str = ""  # relative to the cache root
+    runtime: dict = field(default_factory=dict, hash=False, compare=False)  # how, not what: not in the key
 
     def out(self, cache: Path) -> Path:
         return Path(cache) / self.path
@@ -126,7 +127,9 @@ def finetune_stage(combo: Combo, pretrained: dict[str, Stage]) -> Stage:
 
 
 def extract_stage(combo: Combo, target: Stage, store: StoreSettings) -> Stage:
-    return make_stage("extract", f"extract {combo.slug}", store.plan(), (target,), "stores", combo.slug)
+    """The memory budget changes how extraction splits its work, not its numbers: a runtime setting."""
+    stage = make_stage("extract", f"extract {combo.slug}", store.plan(), (target,), "stores", combo.slug)
+    return replace(stage, runtime={"memory_budget_bytes": store.memory_budget_bytes})
 
 
 def classifier_stage(name: str, params: dict, stores: list[Stage]) -> Stage:
@@ -268,7 +271,8 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
 def run_extract(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.store import extract_target
 
-    extract_target(stage.deps[0].out(cache), stage.out(cache), StoreSettings(**stage.params), device=device)
+    settings = StoreSettings(**stage.params, **stage.runtime)
+    extract_target(stage.deps[0].out(cache), stage.out(cache), settings, device=device)
 
 
 @runner("classifier")
