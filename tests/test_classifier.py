@@ -100,6 +100,24 @@ def test_a_classifier_learns_a_separable_signal():
     assert classifier.history_[-1]["train_loss"] < classifier.history_[0]["train_loss"]
 
 
+def test_patience_stops_exactly_when_the_validation_auc_stalls():
+    """On noise the validation AUC stalls early; training ends the epoch the stall reaches ``patience``."""
+    source = synthetic(n=600, signal=0.0, random_labels=True)
+    classifier = LTMIA("logistic", **{**SMALL, "epochs": 30, "patience": 2}).fit(source)
+    aucs = [entry["val_auc"] for entry in classifier.history_]
+    best, stop = 0, None  # epoch indices: the rule replayed on the recorded AUCs
+    for index, value in enumerate(aucs):
+        best = index if value > aucs[best] else best
+        if index - best >= 2:
+            stop = index + 1
+            break
+    best_epoch = best + 1
+    assert stop is not None and len(aucs) == stop < 30
+    assert classifier.best_epoch_ == best_epoch and classifier.training_["epochs_run"] == stop
+    with pytest.raises(InputError, match="patience must be at least 1"):
+        LTMIA(patience=0).settings()
+
+
 def test_logistic_regression_on_label_free_noise_stays_near_chance():
     source = synthetic(n=3000, signal=0.0, random_labels=True)  # 450 held-out rows: AUC sd ~0.03
     classifier = LTMIA("logistic", **{**SMALL, "epochs": 3, "batch_size": 256, "micro_batch_size": 256}).fit(

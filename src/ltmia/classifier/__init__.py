@@ -98,6 +98,7 @@ class LTMIA:
         warmup_epochs: int = 10,
         min_lr: float = 1e-6,
         grad_clip: float | None = 1.0,
+        patience: int | None = None,
         seed: int = 42,
         micro_batch_size: int = 512,
         memory_budget_bytes: int = 2**30,
@@ -119,6 +120,7 @@ class LTMIA:
         self.warmup_epochs = warmup_epochs
         self.min_lr = min_lr
         self.grad_clip = grad_clip
+        self.patience = patience
         self.seed = seed
         self.micro_batch_size = micro_batch_size
         self.memory_budget_bytes = memory_budget_bytes

@@ -171,8 +171,9 @@ class StudyConfig:
 
 
 CLASSIFIER_PARAMS = {
-    "variant", "d_model", "heads", "layers", "ff", "dropout", "groups", "lr", "weight_decay", "batch_size",
-    "epochs", "warmup_epochs", "seed", "micro_batch_size",
+    "variant", "d_model", "heads", "layers", "ff", "dropout", "mlp_hidden", "groups", "lr", "weight_decay",
+    "label_smoothing", "batch_size", "epochs", "warmup_epochs", "min_lr", "grad_clip", "patience", "seed",
+    "micro_batch_size",
 }  # fmt: skip
 
 
