@@ -202,3 +202,21 @@ def test_cli_study_plan_lists_stages_without_running(tmp_path):
     assert result.exit_code == 0, result.output
     assert "12 stages, 0 cached, 12 to run" in result.output
     assert not any(tmp_path.iterdir())  # planning wrote nothing
+
+
+def test_long_stages_log_progress(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ltmia.study.stages")
+    on_step = stages_module.logged_steps("fine-tune smollm2-135m--manpages")
+    for _ in range(25):
+        on_step(1, 2.5)
+    on_texts = stages_module.logged_texts("extract smollm2-135m--manpages")
+    on_texts(5, 10)
+    on_texts(10, 10)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "fine-tune smollm2-135m--manpages: epoch 1, step 10, loss 2.5000",
+        "fine-tune smollm2-135m--manpages: epoch 1, step 20, loss 2.5000",
+        "extract smollm2-135m--manpages: 10/10 texts",
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -225,6 +226,38 @@ def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
     write_json(stage.out(cache) / STAGE_FILE, record)
 
 
+LOG_EVERY_STEPS = 10
+LOG_EVERY_SECONDS = 60.0
+
+
+def logged_steps(label: str) -> Callable[[int, float], None]:
+    """An ``on_step`` callback that logs every ``LOG_EVERY_STEPS`` steps: a stage of a real model runs for
+    an hour, and a log that says nothing for that long looks hung."""
+    steps = 0
+
+    def on_step(epoch: int, loss: float) -> None:
+        nonlocal steps
+        steps += 1
+        if steps % LOG_EVERY_STEPS == 0:
+            log.info("%s: epoch %d, step %d, loss %.4f", label, epoch, steps, loss)
+
+    return on_step
+
+
+def logged_texts(label: str) -> Callable[[int, int], None]:
+    """An ``on_texts`` callback that logs at most every ``LOG_EVERY_SECONDS`` and at the end."""
+    last = time.perf_counter()
+
+    def on_texts(done: int, total: int) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if now - last >= LOG_EVERY_SECONDS or done >= total:
+            last = now
+            log.info("%s: %d/%d texts", label, done, total)
+
+    return on_texts
+
+
 def zoo_settings(params: dict) -> ZooSettings:
     from ltmia.finetune import Recipe
     from ltmia.zoo.architectures import ZooSize
@@ -264,7 +297,8 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
         kind=corpus.kind,
         source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
     )
-    finetune(base, splits, stage.out(cache), Recipe(**p["recipe"]), bos=p["bos"], device=device)
+    recipe, on_step = Recipe(**p["recipe"]), logged_steps(stage.label)
+    finetune(base, splits, stage.out(cache), recipe, bos=p["bos"], device=device, on_step=on_step)
 
 
 @runner("extract")
@@ -272,7 +306,8 @@ def run_extract(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.store import extract_target
 
     settings = StoreSettings(**stage.params, **stage.runtime)
-    extract_target(stage.deps[0].out(cache), stage.out(cache), settings, device=device)
+    target, on_texts = stage.deps[0].out(cache), logged_texts(stage.label)
+    extract_target(target, stage.out(cache), settings, device=device, on_texts=on_texts)
 
 
 @runner("classifier")
