@@ -220,3 +220,24 @@ def test_cli_extract_then_baselines(tmp_path, target):
     assert set(attacks) == set(ATTACKS) and all(
         a["n_members"] == 2 == a["n_nonmembers"] for a in attacks.values()
     )
+
+
+def test_extract_refuses_a_reference_with_other_token_ids(tmp_path, tiny_base, tokenizer, docstrings):
+    """Same vocabulary size, other ids: extract refuses it exactly as audit does (one shared check)."""
+    from ltmia.data import make_splits
+    from ltmia.finetune import Recipe, finetune
+    from ltmia.store import extract_target
+
+    splits = make_splits(docstrings, 12, 2, 12, seed=5, source={"corpus": "docstrings"})
+    target = finetune(str(tiny_base), splits, tmp_path / "target", Recipe(epochs=1, batch_size=8))
+    other = tmp_path / "other-reference"
+    shutil.copytree(tiny_base, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[100:102]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two tokens swap ids
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    corpus = tmp_path / "docstrings.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in docstrings))
+    with pytest.raises(InputError, match="tokenizers differ"):
+        extract_target(target, tmp_path / "store", reference=str(other), corpus=str(corpus))

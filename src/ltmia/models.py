@@ -141,3 +141,17 @@ def load_causal_lm(
 
     enable_fast_paths(model)
     return model.eval()
+
+
+def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bool) -> None:
+    """Target and reference must tokenise alike, or their per-token signals compare different tokens."""
+    try:
+        reference_tokenizer = load_tokenizer(reference, trust_remote_code)
+    except InputError:
+        log.warning("%s has no tokenizer of its own; assuming it shares the target's", reference)
+        return
+    if reference_tokenizer.get_vocab() != target_tokenizer.get_vocab():
+        raise InputError(
+            f"target and reference tokenizers differ ({len(target_tokenizer)} vs {len(reference_tokenizer)} "
+            f"tokens, or the same tokens with other ids); the reference must be the target's base model"
+        )

@@ -44,7 +44,7 @@ from ltmia.data import SEQ_LEN, Bos, Kind, filter_texts, text_hash
 from ltmia.device import resolve_device, resolve_precision
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.models import adapter_base, load_causal_lm, load_tokenizer
+from ltmia.models import adapter_base, check_same_tokenizer, load_causal_lm, load_tokenizer
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
 from ltmia.sources import model_spec, source_record
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
@@ -401,6 +401,8 @@ def load_models(target: Path, reference: str | None, device: str, trust_remote_c
     Both models get the tokenizer's vocabulary size, as fine-tuning did (``load_tokenizer`` may add EOS).
     """
     tokenizer = load_tokenizer(str(target), trust_remote_code)
+    if reference is not None:
+        check_same_tokenizer(tokenizer, reference, trust_remote_code)
     options = dict(trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
     torch_device = resolve_device(device)
     target_model = load_causal_lm(str(target), **options).to(torch_device)

@@ -126,20 +126,6 @@ def target_bos(target: str, base: str) -> str:
     return default_bos(base) or "never"
 
 
-def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bool) -> None:
-    """Target and reference must tokenise alike, or their per-token signals compare different tokens."""
-    try:
-        reference_tokenizer = load_tokenizer(reference, trust_remote_code)
-    except InputError:
-        log.warning("%s has no tokenizer of its own; assuming it shares the target's", reference)
-        return
-    if reference_tokenizer.get_vocab() != target_tokenizer.get_vocab():
-        raise InputError(
-            f"target and reference tokenizers differ ({len(target_tokenizer)} vs {len(reference_tokenizer)} "
-            f"tokens, or the same tokens with other ids); the reference must be the target's base model"
-        )
-
-
 def check_output(out: Path) -> None:
     """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused."""
     if out.is_file():
@@ -170,8 +156,6 @@ def audit(
     classifier = load_audit_classifier(settings.classifier)
     reference_spec, models = resolve_reference(target, reference)
     tokenizer = tokenizer or load_tokenizer(target, settings.trust_remote_code)
-    if reference_spec is not None:
-        check_same_tokenizer(tokenizer, reference_spec, settings.trust_remote_code)
     bos = resolve_bos(tokenizer, settings.bos or target_bos(target, reference_spec or models["reference"]))
     store_settings = StoreSettings(
         k=classifier.record_["k"],
