@@ -4,8 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-DEBIAN_PACKAGES := fortunes wordnet-base python3-doc manpages manpages-dev
-TEST_DEBIAN_PACKAGES := chromium  # the audit report is checked in headless Chromium (driven by playwright)
+# Debian packages: one list, with what each is for, in debian-packages.txt (README and docs link to it).
+DEBIAN_PACKAGES := $(shell awk '$$2 == "run" {print $$1}' debian-packages.txt)
+TEST_DEBIAN_PACKAGES := $(shell awk '$$2 == "test" {print $$1}' debian-packages.txt)
 STAMP := $(VENV)/.ltmia-installed
 
 REAL_STAMP := $(VENV)/.ltmia-real-installed
@@ -53,5 +54,10 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).
+BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling
+LONG_BENCHMARKS := zoo_pretrain (pretrains the whole zoo, ~1 h) | seed_spread (3 cold demos, ~20 min) | \
+  real_speed (real LMs, ~25 min, make install-real) | real_effects (fine-tunes SmolLM2 and Gemma-3, ~2 h)
 bench: install
-	for b in train_speed extract_speed classifier_speed ray_scaling; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || exit 1; done
+	@echo "skipped, long: $(LONG_BENCHMARKS); run one as: $(PY) benchmarks/NAME.py"

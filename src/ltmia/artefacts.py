@@ -31,7 +31,12 @@ def versions() -> dict[str, str]:
     thread count: it changes the order of float reductions, so bit-identical re-runs need the same one."""
     import torch
 
-    found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
+    found = {
+        "python": platform.python_version(),
+        "torch_threads": str(torch.get_num_threads()),
+        "cpu": cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA torch's kernels use
+    }
     for package in _PACKAGES:
         try:
             found[package] = metadata.version(package)
@@ -52,6 +57,17 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: file.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``, else ``platform.processor()``): float reductions
+    differ across instruction sets, so a result file says which CPU produced it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def write_text(path: Path, text: str) -> None:
