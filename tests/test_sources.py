@@ -81,6 +81,8 @@ def test_conversion_happens_once_and_dir_file_spec_resolves(home, gguf_files, mo
     with pytest.raises(InputError, match="does not exist"):
         sources.resolve_model(str(folder / "missing.gguf"))
     assert sources.resolve_model("some-org/some-model") == "some-org/some-model"  # hub ids pass through
+    assert sources.default_bos(str(gguf_files["f32"])) == "auto"  # the GGUF's tokenizer says
+    assert sources.default_bos("some-org/some-model") is None  # SPEC §2's "never"
 
 
 def test_gguf_round_trips_through_finetune_and_extract(home, gguf_files, docstrings, tmp_path):
@@ -92,7 +94,7 @@ def test_gguf_round_trips_through_finetune_and_extract(home, gguf_files, docstri
         "gguf": str(gguf_files["f32"].resolve()),
         "sha256": sources.file_sha256(gguf_files["f32"]),
     }
-    assert manifest["bos"] == "never" and manifest["recipe"]["precision"] == "fp32"
+    assert manifest["bos"] == "never" and manifest["recipe"]["precision"] == "fp32"  # auto: adds no BOS
     corpus = tmp_path / "docstrings.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in docstrings))
     store = Store(extract_target(target, tmp_path / "store", StoreSettings(shard_size=8), corpus=str(corpus)))

@@ -327,7 +327,11 @@ def source_record(spec: str) -> dict:
 
 
 def default_bos(spec: str) -> str | None:
-    """The BOS setting a packaged model needs, None for any other spec."""
+    """The BOS setting a model needs when the user names none: a packaged model's recorded need; ``auto``
+    for any other GGUF (its header says whether the tokenizer adds BOS, and the conversion keeps that);
+    None (SPEC §2's "never") for a directory or hub id."""
     if spec.startswith(PACKAGED_PREFIX):
         return PACKAGED.get(spec.removeprefix(PACKAGED_PREFIX)).bos
+    if spec.endswith(GGUF_SUFFIX) or (Path(spec).is_dir() and gguf_path(spec) is not None):
+        return "auto"
     return None
