@@ -163,3 +163,16 @@ def test_shipped_registry_pins_both_real_models():
     for name in sources.PACKAGED:
         model = sources.PACKAGED.get(name)
         assert len(model.sha256) == 64 and model.bos in ("never", "always")
+
+
+def test_cli_models_convert_prints_the_converted_directory(home, gguf_files, monkeypatch):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from ltmia import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=300))  # one line, whatever the terminal
+    result = CliRunner().invoke(cli.app, ["models", "convert", str(gguf_files["q8_0"])])
+    assert result.exit_code == 0, result.output
+    path = sources.converted_dir(sources.file_sha256(gguf_files["q8_0"]))
+    assert str(path) in result.output and "MOSTLY_Q8_0" in result.output
