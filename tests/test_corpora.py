@@ -264,13 +264,92 @@ def test_hub_spec_uses_id_split_and_column(monkeypatch: pytest.MonkeyPatch) -> N
     assert get_corpus("hf:user/name:test[:10]").load() == TEXTS
     assert get_corpus("hf:user/name").origin.endswith("split train")
     assert get_corpus("hf:user/name@sub-config:validation").load() == TEXTS
+    assert get_corpus("hf:wikimedia/wikipedia@20231101.en:train[:200000]").load() == TEXTS
     assert calls == [
         ("user/name", None, "test[:10]"),
         ("user/name", None, "train"),
         ("user/name", "sub-config", "validation"),
+        ("wikimedia/wikipedia", "20231101.en", "train[:200000]"),  # a sliced split passes through whole
     ]
     with pytest.raises(InputError, match="names no dataset"):
         get_corpus("hf:")
+
+
+NEWS = {
+    "headline": ["Storm hits coast", None, "", None, "Vote counted"],
+    "short_description": ["Thousands lose power.", "Markets calm.", "Only a description.", None, ""],
+}
+CODE = {
+    "text": ["", None, "  ", None],
+    "content": ["def a(): pass", "int b;", None, None],
+    "code": ["ignored", "ignored", "fn c() {}", None],
+}
+
+
+def write_table(tmp_path: Path, name: str, columns: dict[str, list], suffix: str) -> Path:
+    """``columns`` as a .jsonl (missing values as absent keys), .csv, .parquet or saved dataset."""
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    path = tmp_path / f"{name}{suffix}"
+    if suffix == ".jsonl":
+        lines = [json.dumps({k: v for k, v in row.items() if v is not None}) for row in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif suffix == ".csv":
+        header = ",".join(columns)
+        lines = [",".join(json.dumps(v) if v is not None else "" for v in row.values()) for row in rows]
+        path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    elif suffix == ".parquet":
+        pq.write_table(pa.table(columns), path)
+    else:
+        datasets.Dataset.from_dict(columns).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet", "-saved"])
+def test_column_join_and_first_non_blank(tmp_path: Path, suffix: str) -> None:
+    """``a+b`` joins a row's texts with one space, ``a|b|c`` takes its first non-blank; empty rows go."""
+    news = write_table(tmp_path, "news", NEWS, suffix)
+    assert get_corpus(str(news), column="headline+short_description").load() == [
+        "Storm hits coast Thousands lose power.",
+        "Markets calm.",
+        "Only a description.",
+        "Vote counted",
+    ]
+    code = write_table(tmp_path, "code", CODE, suffix)
+    corpus = get_corpus(str(code), column="text|content|code|body|document", kind="code")
+    assert corpus.load() == ["def a(): pass", "int b;", "fn c() {}"] and corpus.kind == "code"
+
+
+def test_column_expressions_on_a_hub_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: datasets.Dataset.from_dict(NEWS))
+    corpus = get_corpus("hf:heegyu/news-category-dataset:train", column="headline+short_description")
+    assert corpus.load()[0] == "Storm hits coast Thousands lose power."
+
+
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        ("headline+body", "has no column 'body'; choose one with --column from: headline, short_description"),
+        ("body|summary", "has no column 'body' or 'summary'; choose one with --column from: headline, short"),
+        ("headline+short_description|body", "mixes '\\+' and '\\|'; write one column, a\\+b"),
+        ("headline+", "has an empty name; write one column"),
+        ("|headline", "has an empty name"),
+    ],
+)
+def test_column_expression_errors(tmp_path: Path, column: str, message: str) -> None:
+    path = write_table(tmp_path, "news", NEWS, ".jsonl")
+    with pytest.raises(InputError, match=message):
+        get_corpus(str(path), column=column)
+
+
+def test_joined_column_must_hold_text(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({"title": ["x", "y"], "n": [1, 2]}), path)
+    with pytest.raises(InputError, match="column 'n' holds int64, not text"):
+        get_corpus(str(path), column="title+n")
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"title": "x", "n": "1"}\n{"title": "y", "n": 2}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2: column 'n' holds int, not text"):
+        get_corpus(str(path), column="n|title")
 
 
 def test_source_folder_is_a_code_corpus(tmp_path: Path) -> None:

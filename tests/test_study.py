@@ -38,12 +38,84 @@ def test_shipped_configs_plan():
             seen.add(stage.key)
 
 
+LLAMA_STYLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PAPER_LORA_TARGETS = {  # SPEC §8: LoRA r 16 / alpha 32 / dropout 0.05 on these modules; None: full
+    "distilgpt2": None,
+    "gpt2-xl": None,
+    "Qwen/Qwen2-1.5B": None,
+    "tiiuae/falcon-rw-1b": None,
+    "EleutherAI/pythia-1.4b": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "tiiuae/falcon-7b": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "cerebras/Cerebras-GPT-2.7B": ("c_attn", "c_proj", "c_fc"),
+    "EleutherAI/gpt-j-6B": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
+    "google/gemma-2b": LLAMA_STYLE,
+    "mosaicml/mpt-7b": ("Wqkv", "out_proj", "up_proj", "down_proj"),
+}
+PAPER_EVAL_LORA_TARGETS = {
+    "gpt2": None,
+    "EleutherAI/pythia-2.8b": None,
+    "EleutherAI/pythia-6.9b": None,
+    "meta-llama/Llama-2-7b-hf": None,
+    "mistralai/Mistral-7B-v0.1": LLAMA_STYLE,
+    "microsoft/phi-2": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+    "facebook/opt-2.7b": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    "state-spaces/mamba-2.8b-hf": None,
+    "RWKV/rwkv-4-3b-pile": None,
+    "google/recurrentgemma-2b": None,  # not published; full, like the other non-transformers
+}
+
+
 def test_paper_config_uses_hub_models_and_no_zoo():
-    study = plan(load_config("paper"))
+    """SPEC §8: 10 transformers x 3 datasets to train on, 10 held-out models x 4 held-out datasets."""
+    config = load_config("paper")
+    study = plan(config)
     assert not any(stage.kind in ("tokenizer", "pretrain") for stage in study.stages)
-    bases = {stage.params["model"] for stage in study.stages if stage.kind == "finetune"}
-    assert "state-spaces/mamba-790m-hf" in bases and len(bases) >= 14
-    assert all(combo.members == 10000 and combo.val == 500 for combo in study.config.all_combos)
+    train = config.combos(config.classifiers["lt-mia"].train)
+    held_out = [combo for combo in config.all_combos if combo not in train]
+    assert len(train) == 30 and len(held_out) == 40
+    assert len([stage for stage in study.stages if stage.kind == "finetune"]) == 70  # repeats run once
+    for combos, expected in ((train, PAPER_LORA_TARGETS), (held_out, PAPER_EVAL_LORA_TARGETS)):
+        assert {combo.model for combo in combos} == set(expected)
+        for combo in combos:
+            recipe = combo.recipe
+            targets = expected[combo.model]
+            assert recipe.lora == (targets is not None) and recipe.lora_targets == targets, combo.model
+            assert (recipe.lora_r, recipe.lora_alpha, recipe.lora_dropout) == (16, 32, 0.05)
+            assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.precision) == (3, 16, 5e-5, "fp32")
+    assert {(combo.corpus, combo.column, combo.kind) for combo in train} == {
+        ("hf:heegyu/news-category-dataset:train", "headline+short_description", None),
+        ("hf:wikimedia/wikipedia@20231101.en:train[:200000]", "text", None),
+        ("hf:abisee/cnn_dailymail@3.0.0:train", "article", None),
+    }
+    code = "hf:tokyotech-llm/swallow-code@swallow-code:train[:200000]"
+    assert {(combo.corpus, combo.column, combo.kind) for combo in held_out} == {
+        ("hf:fancyzhx/ag_news:train", None, None),
+        ("hf:Salesforce/wikitext@wikitext-103-raw-v1:train[:200000]", None, None),
+        ("hf:EdinburghNLP/xsum:train", "document", None),
+        (code, "text|content|code|body|document", "code"),
+    }
+    assert all(
+        (combo.members, combo.val, combo.seed, combo.bos) == (10000, 500, 42, "never")
+        for combo in config.all_combos
+    )
+    assert config.classifiers["lt-mia"].params == {}  # SPEC §6 defaults
+    published = {name: group.paper["auc"] for name, group in config.groups.items() if group.paper}
+    assert published == {
+        "gpt2 / ag_news": 0.944,
+        "gpt2 / wikitext": 0.980,
+        "gpt2 / xsum": 0.991,
+        "pythia-2.8b / ag_news": 0.914,
+        "llama-2-7b / ag_news": 0.960,
+        "mistral-7b / xsum": 0.988,
+        "mamba-2.8b / ag_news": 0.971,
+        "mamba-2.8b / wikitext": 0.993,
+        "rwkv-4-3b / ag_news": 0.982,
+        "rwkv-4-3b / xsum": 0.998,
+    }
+    for name in published:  # each published figure is one (model, dataset) combo
+        [combo] = config.combos(config.groups[name].combo_sets)
+        model, dataset = name.split(" / ")
+        assert model in combo.model.lower() and dataset in combo.corpus and combo in held_out, name
 
 
 def test_changing_one_setting_invalidates_exactly_downstream(tmp_path):

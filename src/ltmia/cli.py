@@ -67,7 +67,10 @@ def corpora_list() -> None:
 @corpora_app.command("show")
 def corpora_show(
     name: str,
-    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
+    ] = None,
 ) -> None:
     """Describe a corpus: origin, licence, sizes and an example text."""
     from ltmia.corpora import corpus_texts, get_corpus
@@ -97,7 +100,10 @@ def corpora_sample(
     name: str,
     n: Annotated[int, typer.Option("-n", help="How many texts.")] = 3,
     seed: int = 0,
-    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
+    ] = None,
 ) -> None:
     """Print n random texts of a corpus's member/non-member pool."""
     from ltmia.corpora import corpus_texts, get_corpus
@@ -236,7 +242,10 @@ def finetune(
     val: int = 100,
     non_members: int = 1000,
     seed: int = 42,
-    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="text or code (decides truncation side).")] = None,
     epochs: int = 3,
     batch_size: int = 16,
@@ -318,7 +327,10 @@ def extract_command(
     k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
     precision: PrecisionOption = "fp32",
     corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
-    column: Annotated[str | None, typer.Option(help="Text column of a table file or dataset.")] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
+    ] = None,
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> None:

@@ -4,6 +4,10 @@ Everything is read when the corpus is resolved, so a wrong path, column or encod
 one-line ``InputError`` rather than mid-run. User texts keep their file order (their order may mean
 something to the user); they are stripped, empty ones dropped and exact duplicates dropped after the first.
 
+A ``column`` names one column, or combines several per row: ``a+b`` joins the texts of ``a`` and ``b``
+with one space (missing or blank values left out), ``a|b|c`` takes the first non-blank of them (columns
+absent from the source are skipped; at least one must exist). Rows that yield no text are skipped.
+
 A folder of source code becomes a code corpus with one text per file; a file over ``MAX_CODE_CHARS`` is cut
 at blank lines that precede an unindented line (between top-level definitions), and consecutive pieces are
 packed into texts of at most ``MAX_CODE_CHARS`` (a single longer piece stays whole).
@@ -16,9 +20,10 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,14 +136,56 @@ def refuse_column(column: str | None, path: str | Path) -> None:
         )
 
 
-def pick_column(column: str | None, available: Iterable[str], source: object) -> str:
-    """The requested column, else ``text``; a missing one lists what there is."""
+@dataclass(frozen=True)
+class Columns:
+    """The column(s) a text is read from: one, ``a+b`` (joined by a space) or ``a|b|c`` (first non-blank)."""
+
+    names: tuple[str, ...]
+    combine: Literal["one", "join", "first"] = "one"
+
+    def text(self, values: Sequence[str | None]) -> str | None:
+        """One row's text from its values of ``names`` (None: missing); None when the row has no text."""
+        if self.combine == "one":
+            return values[0]
+        present = [value for value in values if value is not None and value.strip()]
+        if self.combine == "first":
+            return present[0] if present else None
+        return " ".join(present) if present else None
+
+
+COLUMN_SYNTAX = "write one column, a+b (texts joined by a space) or a|b (the first non-blank)"
+
+
+def parse_columns(column: str | None) -> Columns:
+    """A ``column`` value as `Columns` (``text`` when none is given); a malformed one is an InputError."""
+    if column is None:
+        return Columns(("text",))
+    if "+" in column and "|" in column:
+        raise InputError(f"column {column!r} mixes '+' and '|'; {COLUMN_SYNTAX}")
+    operator = "+" if "+" in column else "|" if "|" in column else None
+    names = tuple(column.split(operator)) if operator else (column,)
+    if not all(names):
+        raise InputError(f"column {column!r} has an empty name; {COLUMN_SYNTAX}")
+    return Columns(names, {None: "one", "+": "join", "|": "first"}[operator])
+
+
+def pick_columns(column: str | None, available: Iterable[str], source: object) -> Columns:
+    """The requested column(s), else ``text``; a missing one lists what there is. Alternatives of
+    ``a|b|c`` that the source lacks are dropped, as long as one of them exists."""
     names = list(available)
-    chosen = column or "text"
-    if chosen not in names:
-        missing = f"column {chosen!r}" if column else "'text' column"
+    chosen = parse_columns(column)
+    missing = [name for name in chosen.names if name not in names]
+    if chosen.combine == "first" and len(missing) < len(chosen.names):
+        return Columns(tuple(name for name in chosen.names if name in names), "first")
+    if missing:
+        if column is None:
+            what = "'text' column"
+        elif chosen.combine == "first":
+            what = "column " + " or ".join(repr(name) for name in chosen.names)
+        else:
+            what = f"column {missing[0]!r}"
         raise InputError(
-            f"{source} has no {missing}; choose one with --column from: {', '.join(names) or '(none)'}"
+            f"{source} has no {what}; choose one with --column from: {', '.join(names) or '(none)'}"
         )
     return chosen
 
@@ -152,13 +199,18 @@ def txt_texts(text: str, column: str | None, path: str | Path) -> list[str]:
     return blank_line.split(text) if blank_line.search(text.strip()) else text.split("\n")
 
 
-def string_values(values: Iterable[tuple[str, object]], column: str, path: str | Path) -> Iterator[str]:
-    """The text values of a column, located by ``where`` in errors; missing and null values are skipped."""
-    for where, value in values:
-        if isinstance(value, str):
-            yield value
-        elif value is not None:
-            raise InputError(f"{path} {where}: column {column!r} holds {type(value).__name__}, not text")
+def row_texts(
+    rows: Iterable[tuple[str, Sequence[object]]], columns: Columns, path: str | Path
+) -> Iterator[str]:
+    """The texts of rows given as (where, values of ``columns.names``); ``where`` locates a non-text value
+    in the error. Missing and null values are skipped, and so are rows left without text."""
+    for where, values in rows:
+        for name, value in zip(columns.names, values, strict=True):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{path} {where}: column {name!r} holds {type(value).__name__}, not text")
+        text = columns.text([value if isinstance(value, str) else None for value in values])
+        if text is not None:
+            yield text
 
 
 def jsonl_texts(text: str, column: str | None, path: str | Path) -> list[str]:
@@ -175,33 +227,38 @@ def jsonl_texts(text: str, column: str | None, path: str | Path) -> list[str]:
             if not isinstance(row, dict):
                 raise InputError(f"{path} line {number} is not a JSON object; write one object per line")
             rows.append((f"line {number}", row))
-    name = pick_column(column, dict.fromkeys(key for _, row in rows for key in row), path)
-    return list(string_values(((where, row.get(name)) for where, row in rows), name, path))
+    columns = pick_columns(column, dict.fromkeys(key for _, row in rows for key in row), path)
+    values = ((where, [row.get(name) for name in columns.names]) for where, row in rows)
+    return list(row_texts(values, columns, path))
 
 
 def csv_texts(text: str, column: str | None, path: str | Path) -> list[str]:
     """One text per row of CSV with a header line; quoted fields may span lines."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        name = pick_column(column, reader.fieldnames or [], path)
-        return [row[name] for row in reader if row[name] is not None]
+        columns = pick_columns(column, reader.fieldnames or [], path)
+        values = ((f"line {reader.line_num}", [row[name] for name in columns.names]) for row in reader)
+        return list(row_texts(values, columns, path))
     except csv.Error as err:
         raise InputError(f"{path} line {reader.line_num} is not valid CSV ({err})") from None
 
 
 def parquet_texts(path: Path, column: str | None) -> list[str]:
-    """One text per row; only the chosen column is read, so wide tables stay cheap."""
+    """One text per row; only the chosen columns are read, so wide tables stay cheap."""
     try:
         schema = pq.read_schema(path)
     except pa.ArrowException as err:
         raise InputError(f"{path} is not a readable Parquet file ({err})") from None
-    name = pick_column(column, schema.names, path)
+    columns = pick_columns(column, schema.names, path)
     text_types = (pa.types.is_string, pa.types.is_large_string)
-    if not any(is_type(schema.field(name).type) for is_type in text_types):
-        raise InputError(f"{path}: column {name!r} holds {schema.field(name).type}, not text; choose another")
-    return [
-        value for value in pq.read_table(path, columns=[name]).column(name).to_pylist() if value is not None
-    ]
+    for name in columns.names:
+        if not any(is_type(schema.field(name).type) for is_type in text_types):
+            raise InputError(
+                f"{path}: column {name!r} holds {schema.field(name).type}, not text; choose another"
+            )
+    table = pq.read_table(path, columns=list(dict.fromkeys(columns.names)))
+    values = zip(*(table.column(name).to_pylist() for name in columns.names), strict=True)
+    return list(row_texts(((f"row {i + 1}", row) for i, row in enumerate(values)), columns, path))
 
 
 PARSERS: dict[str, Callable[[str, str | None, str | Path], list[str]]] = {
@@ -251,14 +308,18 @@ def only_split(loaded: Dataset | DatasetDict, path: Path) -> Dataset:
 
 
 def dataset_texts(dataset: Dataset, column: str | None, source: object) -> list[str]:
-    """The non-null values of a string column of a ``datasets.Dataset``."""
-    name = pick_column(column, dataset.column_names, source)
-    dtype = getattr(dataset.features[name], "dtype", None)
-    if dtype not in ("string", "large_string"):
-        raise InputError(
-            f"{source}: column {name!r} holds {dataset.features[name]}, not text; choose another"
-        )
-    return [value for value in dataset[name] if value is not None]
+    """The texts of the string column(s) of a ``datasets.Dataset`` (``column`` as in `parse_columns`)."""
+    columns = pick_columns(column, dataset.column_names, source)
+    for name in columns.names:
+        dtype = getattr(dataset.features[name], "dtype", None)
+        if dtype not in ("string", "large_string"):
+            raise InputError(
+                f"{source}: column {name!r} holds {dataset.features[name]}, not text; choose another"
+            )
+    if columns.combine == "one":
+        return [value for value in dataset[columns.names[0]] if value is not None]
+    values = zip(*(dataset[name] for name in columns.names), strict=True)
+    return list(row_texts(((f"row {i + 1}", row) for i, row in enumerate(values)), columns, source))
 
 
 # --- source code --------------------------------------------------------------------------------------

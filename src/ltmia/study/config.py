@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from ltmia.corpora import CORPORA
+from ltmia.corpora.files import parse_columns
 from ltmia.data import BOS_CHOICES
 from ltmia.device import resolve_precision
 from ltmia.errors import InputError
@@ -223,6 +224,8 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
     recipe.precision = resolve_precision(recipe.precision)  # "auto" -> what this machine runs: in the key
     if settings.get("kind") not in (None, "text", "code"):
         raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
+    if settings.get("column") is not None:
+        parse_columns(settings["column"])  # a malformed a+b / a|b fails at plan time, not mid-run
     if settings.get("bos") not in (None, *BOS_CHOICES):
         raise InputError(f"{where}: bos must be one of {', '.join(BOS_CHOICES)}, got {settings['bos']!r}")
     for model in table["models"]:
