@@ -369,18 +369,89 @@ def baselines(
     store: Annotated[Path, typer.Argument(help="Store directory written by ltmia extract.")],
     split: Annotated[str, typer.Option(help="Split to score: train, val, test, or all rows.")] = "test",
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated attacks, one-pass and costly (ltmia attacks lists them with their cost); "
+            "default: every one-pass baseline."
+        ),
+    ] = None,
+    shots: Annotated[int, typer.Option(help="Costly: texts per ReCaLL / Con-ReCall prefix.")] = 10,
+    prefix_source: Annotated[
+        str, typer.Option(help="Costly: auto, split:<name>, corpus or corpus:<spec> (prefix shots).")
+    ] = "auto",
+    reference_corpus: Annotated[
+        str | None, typer.Option(help="Costly: DC-PDD's reference corpus; default the target's.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Costly: an attack setting, attack.key=value (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Costly: seed of shots, augmentations and samples.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Costly: texts per forward pass.")] = 8,
+    device: str = "auto",
+    trust_remote_code: bool = False,
 ) -> None:
-    """Score a store's split with every baseline attack (SPEC §5) and print SPEC §7's metrics."""
+    """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
+    (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, metrics
+    from ltmia.evaluation import baseline_scores, merge, metrics, store_split
     from ltmia.progress import metrics_table
     from ltmia.store import Store
 
-    results = metrics(baseline_scores(Store(store), split))
+    opened = Store(store)
+    if attacks is None:
+        scored = baseline_scores(opened, split)
+    else:
+        from ltmia.costly_scores import CostlyOptions, costly_scores, parse_param, split_names, store_models
+
+        one_pass, costly = split_names([name.strip() for name in attacks.split(",") if name.strip()])
+        params: dict[str, dict] = {}
+        for name, key, value in map(parse_param, param or []):
+            params.setdefault(name, {})[key] = value
+        options = CostlyOptions(shots, prefix_source, reference_corpus, seed, batch_size, params)
+        parts = [baseline_scores(opened, split, one_pass)] if one_pass else []
+        if costly:
+            n_texts = len(opened.rows(store_split(split)))
+            console.print(costly_table(costly, options, opened.manifest["seq_len"], n_texts))
+            models = store_models(opened, device, batch_size, trust_remote_code=trust_remote_code)
+            parts.append(costly_scores(opened, split, costly, options, models))
+        scored = merge(parts)
+    results = metrics(scored)
     console.print(metrics_table(results, f"Baselines on {store} ({split})"))
     if json_out is not None:
-        attacks = {name: result.to_dict() for name, result in results.items()}
-        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks})
+        attacks_record = {name: result.to_dict() for name, result in results.items()}
+        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks_record})
+
+
+def costly_table(names: list[str], options, seq_len: int, n_texts: int) -> Table:
+    """What each costly attack will cost on ``n_texts`` texts, before any model is loaded."""
+    from ltmia.costly_scores import costs
+
+    table = Table(
+        "attack", "extra work per text", "~ shared passes", title=f"Costly attacks on {n_texts} texts"
+    )
+    for name, cost in costs(names, options, seq_len).items():
+        per_text = cost.shared_passes(seq_len)
+        table.add_row(name, cost.describe(), f"{per_text:.1f} per text, {per_text * n_texts:,.0f} in all")
+    return table
+
+
+@app.command("attacks")
+def attacks_list() -> None:
+    """List every attack: the one-pass baselines (free: they read the shared pass) and the costly ones."""
+    from ltmia.attacks import ATTACKS
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+    from ltmia.attacks.papers import ONE_PASS_SOURCES
+    from ltmia.costly_scores import CostlyOptions, costs
+    from ltmia.data import SEQ_LEN
+
+    table = Table("attack", "cost per text (defaults, L = 128)", "source", title="Membership attacks")
+    for name in ATTACKS:
+        table.add_row(name, "none: reads the shared pass", ONE_PASS_SOURCES.get(name, "-"))
+    for name, cost in costs(COSTLY_ATTACKS.names(), CostlyOptions(), SEQ_LEN).items():
+        price = f"{cost.describe()} (~{cost.shared_passes(SEQ_LEN):.1f} shared passes)"
+        table.add_row(name, price, COSTLY_ATTACKS.get(name).source)
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------------ train

@@ -59,12 +59,13 @@ def store_split(split: str | None) -> str | None:
     return None if split in (None, "all") else split
 
 
-def baseline_scores(store: Store, split: str | None) -> Scored:
-    """Every registered baseline (SPEC §5) on one split of a store."""
+def baseline_scores(store: Store, split: str | None, names: Sequence[str] | None = None) -> Scored:
+    """Every registered baseline (SPEC §5), or the one-pass attacks ``names``, on one split of a store."""
     split = store_split(split)
     rows = store.rows(split)
     stats, texts = store.stats(split), store.texts(split)
-    scores = {name: np.asarray(score(name, stats, texts), dtype=np.float64) for name in ATTACKS}
+    names = ATTACKS.names() if names is None else names
+    scores = {name: np.asarray(score(name, stats, texts), dtype=np.float64) for name in names}
     return Scored(str(store.path), store.labels[rows], scores, rows)
 
 

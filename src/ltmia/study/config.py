@@ -8,6 +8,10 @@ id, a .gguf file, ``packaged:<name>``); corpora are anything ``ltmia.corpora.get
 
 ``extends = "<config>"`` starts from another config and overrides it table by table, so an ablation is a
 few lines on top of the study it varies. Shipped configs live in ``ltmia/study/configs/``.
+
+An optional ``[costly]`` table (``attacks = ["recall", ...]`` plus ``ltmia.costly_scores.CostlyOptions``
+fields, per-attack settings under ``[costly.params.<attack>]``) adds attacks that need the models again; it
+is absent by default, and then nothing about the study changes.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+from ltmia.attacks.costly import COSTLY_ATTACKS
 from ltmia.corpora import CORPORA
 from ltmia.corpora.files import parse_columns
+from ltmia.costly_scores import CostlyOptions
 from ltmia.data import BOS_CHOICES
 from ltmia.device import resolve_precision
 from ltmia.errors import InputError
@@ -156,6 +162,8 @@ class StudyConfig:
     classifiers: dict[str, ClassifierSpec]
     groups: dict[str, Group]
     raw: dict
+    costly_attacks: tuple[str, ...] = ()  # [costly] attacks: run in their own stage after extraction
+    costly: CostlyOptions | None = None
 
     @property
     def config_hash(self) -> str:
@@ -291,11 +299,39 @@ def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
     return Group(name, sets, split, dict(table.get("paper", {})))
 
 
+def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
+    """``[costly]``: the costly attacks to run and their `CostlyOptions`; absent or empty: none."""
+    take(table, {"attacks"} | names_of(CostlyOptions), "[costly]")
+    attacks = tuple(table.get("attacks", ()))
+    for name in attacks:
+        if name not in COSTLY_ATTACKS:
+            raise InputError(
+                f"[costly]: unknown costly attack {name!r}; choose from {', '.join(COSTLY_ATTACKS)}"
+            )
+    options = {key: value for key, value in table.items() if key != "attacks"}
+    if not attacks:
+        if options:
+            raise InputError("[costly] sets options but names no attacks (attacks = [...])")
+        return (), None
+    return attacks, CostlyOptions(**options)
+
+
 def parse(raw: dict) -> StudyConfig:
     """A validated `StudyConfig` from a raw table; every problem is one InputError naming the key."""
     take(
         raw,
-        {"name", "description", "seed", "zoo", "defaults", "store", "combos", "classifiers", "groups"},
+        {
+            "name",
+            "description",
+            "seed",
+            "zoo",
+            "defaults",
+            "store",
+            "combos",
+            "classifiers",
+            "groups",
+            "costly",
+        },
         "study",
     )
     seed = raw.get("seed", 42)
@@ -313,6 +349,7 @@ def parse(raw: dict) -> StudyConfig:
     groups = {n: parse_group(n, t, combo_sets) for n, t in raw.get("groups", {}).items()}
     if not groups:
         raise InputError("a study needs at least one [groups.<name>] table to evaluate")
+    costly_attacks, costly = parse_costly(dict(raw.get("costly", {})))
     return StudyConfig(
         name=raw["name"],
         description=raw.get("description", ""),
@@ -323,6 +360,8 @@ def parse(raw: dict) -> StudyConfig:
         classifiers=classifiers,
         groups=groups,
         raw=raw,
+        costly_attacks=costly_attacks,
+        costly=costly,
     )
 
 

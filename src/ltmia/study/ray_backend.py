@@ -44,6 +44,7 @@ RESOURCES: dict[str, Resources] = {
     "classifier": Resources(cpus=1, gpu=True, memory_gib=2),
     "baselines": Resources(cpus=1, gpu=False, memory_gib=1),
     "lt_mia": Resources(cpus=1, gpu=True, memory_gib=1),
+    "costly": Resources(cpus=1, gpu=True, memory_gib=4),  # the target + reference pair, like fine-tuning
 }
 
 

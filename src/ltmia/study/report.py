@@ -33,8 +33,11 @@ def load_scores(path: Path) -> Scored:
 
 
 def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scored:
-    """Baselines and every classifier's LT-MIA scores of one combo's rows in ``split``."""
+    """Baselines (costly ones too, when the study has them) and every classifier's LT-MIA scores of one
+    combo's rows in ``split``."""
     parts = [load_scores(plan.baselines[combo, split].out(cache))]
+    if (combo, split) in plan.costly:
+        parts.append(load_scores(plan.costly[combo, split].out(cache)))
     n = len(plan.classifiers)
     for name in plan.classifiers:
         scored = load_scores(plan.lt_mia[name, combo, split].out(cache))

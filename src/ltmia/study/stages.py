@@ -2,7 +2,9 @@
 
 zoo tokenizer -> pretrain each zoo architecture -> fine-tune each combo (SPEC §2-3) -> extract its store
 (SPEC §4-5) -> train each classifier (SPEC §6) -> score each (combo, split) with the baselines and with
-each classifier (SPEC §5, §7). The report (``ltmia.study.report``) reads the scores.
+each classifier (SPEC §5, §7), and, when the config names any (``[costly]``), with the costly attacks in a
+stage of their own that loads the combo's models once. The report (``ltmia.study.report``) reads the
+scores.
 
 A stage's key is the SHA-256 of its kind, its parameters and its dependencies' keys, so it names exactly
 the inputs its output depends on: change one setting and the keys of that stage and everything downstream
@@ -82,6 +84,7 @@ class StudyPlan:
     classifiers: dict[str, Stage]
     baselines: dict[tuple[Combo, str], Stage]
     lt_mia: dict[tuple[str, Combo, str], Stage]
+    costly: dict[tuple[Combo, str], Stage] = field(default_factory=dict)  # empty without [costly]
 
 
 def zoo_stages(zoo: ZooSettings, archs: list[str]) -> dict[str, Stage]:
@@ -178,10 +181,34 @@ def plan(config: StudyConfig) -> StudyPlan:
                     "scores",
                     f"{name}--{combo.slug}",
                 )
+    costly = costly_stages(config, stores)
     ordered: dict[str, Stage] = {}
-    for stage in [*baselines.values(), *lt_mia.values()]:
+    for stage in [*baselines.values(), *lt_mia.values(), *costly.values()]:
         add_with_deps(stage, ordered)
-    return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia)
+    return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia, costly)
+
+
+def costly_stages(config: StudyConfig, stores: dict[Combo, Stage]) -> dict[tuple[Combo, str], Stage]:
+    """One costly-attack stage per (combo, split) of a group when the config names costly attacks.
+
+    Its key depends on the attacks, their options and the store only; the device is a runtime setting.
+    Every other stage's key is the same with or without it.
+    """
+    if not config.costly_attacks or config.costly is None:
+        return {}
+    params = {"attacks": list(config.costly_attacks), "options": config.costly.record()}
+    out = {}
+    for group in config.groups.values():
+        for combo in config.combos(group.combo_sets):
+            out[combo, group.split] = make_stage(
+                "costly",
+                f"costly attacks {combo.slug} ({group.split})",
+                {**params, "split": group.split},
+                (stores[combo],),
+                "scores",
+                f"costly--{combo.slug}",
+            )
+    return out
 
 
 def add_with_deps(stage: Stage, ordered: dict[str, Stage]) -> None:
@@ -334,6 +361,18 @@ def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.store import Store
 
     write_scores(stage, cache, baseline_scores(Store(stage.deps[0].out(cache)), stage.params["split"]))
+
+
+@runner("costly")
+def run_costly(stage: Stage, cache: Path, device: str) -> None:
+    from ltmia.costly_scores import CostlyOptions, costly_scores, store_models
+    from ltmia.store import Store
+
+    store = Store(stage.deps[0].out(cache))
+    options = CostlyOptions(**stage.params["options"])
+    models = store_models(store, device, options.batch_size)
+    attacks = stage.params["attacks"]
+    write_scores(stage, cache, costly_scores(store, stage.params["split"], attacks, options, models))
 
 
 @runner("lt_mia")

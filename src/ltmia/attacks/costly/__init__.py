@@ -1,0 +1,125 @@
+"""Attacks that cost more than the shared pass (SPEC §5 covers the free ones), chosen by name from
+`COSTLY_ATTACKS`; higher score = more likely member.
+
+The seven SPEC §5 baselines read the store's token statistics and cost nothing. The attacks here need the
+models again: a pass over the text behind a prefix (ReCaLL, Con-ReCall), over altered texts (lowercase, PAC,
+neighbourhood), sampled continuations (SaMIA) or a backward pass (GradNorm). So they are kept apart from
+``ltmia.attacks.ATTACKS``, which stays the default everywhere, and each declares its `Cost` so a caller can
+print and budget it before loading a model.
+
+A costly attack is ``fn(models, texts, settings) -> (N,) float64``: ``models`` is the loaded target /
+reference pair with the store's encoding (``passes.Models``, shared by every costly attack of a run, which
+also caches the target's plain pass), ``settings`` the attack's own frozen dataclass whose defaults follow its
+paper. Fields an attack needs from outside (prefix texts, reference-corpus counts) are plain data in those
+settings; ``ltmia.costly_scores`` resolves them from a store and a corpus. One small module per attack
+registers itself with ``@costly_attack(...)``; call them through `costly_score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ltmia.errors import InputError
+from ltmia.registry import Registry
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Work per text beyond the shared pass, which the store already holds (so it is free).
+
+    ``forward_passes`` counts model passes over a text-sized input (target and reference alike); some of them
+    read up to ``context_tokens`` tokens of prefix in front of the text (a total over the text's passes, an
+    upper bound); ``generated_tokens`` are sampled one at a time with a cache; ``backward_passes`` need
+    gradients. ``setup`` names one-off work per run (e.g. counting tokens of a reference corpus).
+    """
+
+    forward_passes: int = 0
+    context_tokens: int = 0
+    generated_tokens: int = 0
+    backward_passes: int = 0
+    setup: str = ""
+
+    def shared_passes(self, seq_len: int) -> float:
+        """A rough price in shared passes (target + reference over L tokens): tokens read, with a backward
+        pass counted as two forward passes and a generated token as one token read. Attention's quadratic
+        term and small-batch generation are ignored, so long prefixes and sampling cost more than this."""
+        tokens = (self.forward_passes + 2 * self.backward_passes) * seq_len
+        return (tokens + self.context_tokens + self.generated_tokens) / (2 * seq_len)
+
+    def describe(self) -> str:
+        parts = []
+        if self.forward_passes:
+            parts.append(f"{self.forward_passes} forward pass{'es' * (self.forward_passes != 1)}")
+        if self.context_tokens:
+            parts.append(f"<= {self.context_tokens} prefix tokens")
+        if self.generated_tokens:
+            parts.append(f"<= {self.generated_tokens} generated tokens")
+        if self.backward_passes:
+            parts.append(f"{self.backward_passes} backward pass{'es' * (self.backward_passes != 1)}")
+        text = ", ".join(parts) or "nothing beyond the shared pass"
+        return f"{text} per text" + (f"; once per run: {self.setup}" if self.setup else "")
+
+
+Scorer = Callable[..., np.ndarray]
+
+
+@dataclass(frozen=True)
+class CostlyAttack:
+    """A registered costly attack: its scorer, settings class (defaults = the paper's), cost and source."""
+
+    name: str
+    score: Scorer
+    settings: type
+    cost: Callable[[Any, int], Cost]  # (settings, L) -> Cost
+    source: str
+
+    def make_settings(self, **params: object) -> Any:
+        """The attack's settings with ``params`` overriding defaults; an unknown key is an InputError."""
+        known = {f.name for f in fields(self.settings)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise InputError(
+                f"{self.name} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(known))}"
+            )
+        return self.settings(**params)
+
+
+COSTLY_ATTACKS: Registry[CostlyAttack] = Registry("costly attack")
+
+
+def costly_attack(
+    name: str, settings: type, cost: Callable[[Any, int], Cost], source: str
+) -> Callable[[Scorer], Scorer]:
+    """Decorator: register ``fn(models, texts, settings)`` as costly attack ``name``."""
+
+    def add(score: Scorer) -> Scorer:
+        COSTLY_ATTACKS.register(name)(CostlyAttack(name, score, settings, cost, source))
+        return score
+
+    return add
+
+
+def costly_score(name: str, models, texts: Sequence[str], settings: object | None = None) -> np.ndarray:
+    """Scores of costly attack ``name`` for N texts: (N,) float64 (default settings when none are given)."""
+    attack = COSTLY_ATTACKS.get(name)
+    if not texts:
+        raise InputError("no texts to score; pass at least one non-empty text")
+    settings = attack.make_settings() if settings is None else settings
+    if not isinstance(settings, attack.settings):
+        raise TypeError(f"{name} takes {attack.settings.__name__}, not {type(settings).__name__}")
+    values = np.asarray(attack.score(models, list(texts), settings), dtype=np.float64)
+    if values.shape != (len(texts),):
+        raise RuntimeError(f"{name} returned shape {values.shape} for {len(texts)} texts")
+    return values
+
+
+# Importing the attack modules registers them (listing order: prefix, calibration, perturbation, sampling,
+# gradient); they import the names above, hence the late import.
+# isort: off
+from ltmia.attacks.costly import recall, con_recall, dc_pdd, lowercase, pac  # noqa: E402, F401
+from ltmia.attacks.costly import neighbourhood, samia, gradnorm  # noqa: E402, F401
+# isort: on
