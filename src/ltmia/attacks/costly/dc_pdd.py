@@ -42,10 +42,9 @@ class DcPddSettings:
 def token_counts(tokenizer, texts: Sequence[str]) -> Tensor:
     """(V,) int64 occurrences of each token id in ``texts`` (whole texts, no special tokens), V =
     len(tokenizer)."""
-    counts = torch.zeros(len(tokenizer), dtype=torch.int64)
-    for ids in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
-        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=len(tokenizer))
-    return counts
+    encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    every = torch.tensor([token for ids in encoded for token in ids], dtype=torch.long)
+    return torch.bincount(every, minlength=len(tokenizer))
 
 
 def smoothed_frequency(counts: Tensor) -> Tensor:
