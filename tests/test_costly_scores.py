@@ -171,6 +171,10 @@ def test_study_costly_stage_is_optional_and_keyed_apart():
         "lowercase",
         "dc_pdd",
     ]
+    from ltmia.study.ray_backend import RESOURCES
+    from ltmia.study.stages import RUNNERS
+
+    assert set(RUNNERS) <= set(RESOURCES)  # the Ray backend can schedule a costly stage too
     raw["costly"]["attacks"] = ["recal"]
     with pytest.raises(InputError, match="unknown costly attack 'recal'"):
         parse(raw)
