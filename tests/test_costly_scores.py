@@ -181,6 +181,9 @@ def test_study_costly_stage_is_optional_and_keyed_apart():
     raw["costly"] = {"shots": 3}
     with pytest.raises(InputError, match="names no attacks"):
         parse(raw)
+    raw["costly"] = {"attacks": ["con_recall"]}  # member shots, but the held-out group scores every row
+    with pytest.raises(InputError, match="con_recall needs member shots"):
+        parse(raw)
 
 
 def test_study_costly_runner_writes_scores_the_report_reads(store, tmp_path):
