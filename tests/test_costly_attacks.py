@@ -92,7 +92,7 @@ def test_registry_lists_the_costly_attacks_apart_from_the_one_pass_ones():
 
 def test_costs_are_declared_and_priced_in_shared_passes():
     cost = COSTLY_ATTACKS.get("recall").cost(RecallSettings(non_member_prefix=("x",) * 3), 128)
-    assert cost == Cost(forward_passes=1, context_tokens=384)
+    assert cost == Cost(forward_passes=1, context_tokens=384, plain_pass=True)
     assert cost.shared_passes(128) == pytest.approx((128 + 384) / 256)
     assert COSTLY_ATTACKS.get("gradnorm").cost(GradNormSettings(), 128).shared_passes(128) == 1.5
     samia = COSTLY_ATTACKS.get("samia").cost(SamiaSettings(samples=4), 128)
@@ -101,7 +101,9 @@ def test_costs_are_declared_and_priced_in_shared_passes():
         COSTLY_ATTACKS.get("neighbourhood").cost(NeighbourhoodSettings(neighbours=5), 128).forward_passes == 6
     )
     assert "backward pass" in COSTLY_ATTACKS.get("gradnorm").cost(GradNormSettings(), 128).describe()
-    assert "reference corpus" in COSTLY_ATTACKS.get("dc_pdd").cost(DcPddSettings(), 128).describe()
+    dc_pdd = COSTLY_ATTACKS.get("dc_pdd").cost(DcPddSettings(), 128).describe()
+    assert "reference corpus" in dc_pdd and "plain pass" in dc_pdd
+    assert not COSTLY_ATTACKS.get("samia").cost(SamiaSettings(), 128).plain_pass
 
 
 # ---------------------------------------------------------------------------------------------- recall

@@ -171,11 +171,18 @@ def test_study_costly_stage_is_optional_and_keyed_apart():
         "lowercase",
         "dc_pdd",
     ]
+    from ltmia.study.ray_backend import RESOURCES
+    from ltmia.study.stages import RUNNERS
+
+    assert set(RUNNERS) <= set(RESOURCES)  # the Ray backend can schedule a costly stage too
     raw["costly"]["attacks"] = ["recal"]
     with pytest.raises(InputError, match="unknown costly attack 'recal'"):
         parse(raw)
     raw["costly"] = {"shots": 3}
     with pytest.raises(InputError, match="names no attacks"):
+        parse(raw)
+    raw["costly"] = {"attacks": ["con_recall"]}  # member shots, but the held-out group scores every row
+    with pytest.raises(InputError, match="con_recall needs member shots"):
         parse(raw)
 
 

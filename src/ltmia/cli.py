@@ -425,12 +425,16 @@ def baselines(
 
 def costly_table(names: list[str], options, seq_len: int, n_texts: int) -> Table:
     """What each costly attack will cost on ``n_texts`` texts, before any model is loaded."""
+    from ltmia.attacks.costly import PLAIN_PASS
     from ltmia.costly_scores import costs
 
     table = Table(
         "attack", "extra work per text", "~ shared passes", title=f"Costly attacks on {n_texts} texts"
     )
-    for name, cost in costs(names, options, seq_len).items():
+    priced = costs(names, options, seq_len)
+    if any(cost.plain_pass for cost in priced.values()):
+        priced = {"(plain pass, once)": PLAIN_PASS, **priced}
+    for name, cost in priced.items():
         per_text = cost.shared_passes(seq_len)
         table.add_row(name, cost.describe(), f"{per_text:.1f} per text, {per_text * n_texts:,.0f} in all")
     return table

@@ -318,22 +318,8 @@ def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
 
 def parse(raw: dict) -> StudyConfig:
     """A validated `StudyConfig` from a raw table; every problem is one InputError naming the key."""
-    take(
-        raw,
-        {
-            "name",
-            "description",
-            "seed",
-            "zoo",
-            "defaults",
-            "store",
-            "combos",
-            "classifiers",
-            "groups",
-            "costly",
-        },
-        "study",
-    )
+    sections = {"zoo", "defaults", "store", "combos", "classifiers", "groups", "costly"}
+    take(raw, {"name", "description", "seed", *sections}, "study")
     seed = raw.get("seed", 42)
     defaults = take(
         dict(raw.get("defaults", {})), {"members", "val", "recipe", "column", "kind", "bos"}, "[defaults]"
@@ -350,6 +336,13 @@ def parse(raw: dict) -> StudyConfig:
     if not groups:
         raise InputError("a study needs at least one [groups.<name>] table to evaluate")
     costly_attacks, costly = parse_costly(dict(raw.get("costly", {})))
+    member_shots = [a for a in costly_attacks if "member_prefix" in names_of(COSTLY_ATTACKS.get(a).settings)]
+    every_row = [name for name, group in groups.items() if group.split == "all"]
+    if member_shots and every_row:
+        raise InputError(
+            f"[costly]: {member_shots[0]} needs member shots from rows it does not score, but group "
+            f"{every_row[0]!r} scores every row of its combos; leave it out or score the test split"
+        )
     return StudyConfig(
         name=raw["name"],
         description=raw.get("description", ""),

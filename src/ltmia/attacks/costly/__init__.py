@@ -34,13 +34,16 @@ class Cost:
     ``forward_passes`` counts model passes over a text-sized input (target and reference alike); some of them
     read up to ``context_tokens`` tokens of prefix in front of the text (a total over the text's passes, an
     upper bound); ``generated_tokens`` are sampled one at a time with a cache; ``backward_passes`` need
-    gradients. ``setup`` names one-off work per run (e.g. counting tokens of a reference corpus).
+    gradients. ``plain_pass``: the attack also reads the target's plain pass over the text, which the
+    store does not keep (it holds log-probs, not token ids) and a run computes once for all its attacks
+    (`PLAIN_PASS`). ``setup`` names one-off work per run (e.g. counting tokens of a reference corpus).
     """
 
     forward_passes: int = 0
     context_tokens: int = 0
     generated_tokens: int = 0
     backward_passes: int = 0
+    plain_pass: bool = False
     setup: str = ""
 
     def shared_passes(self, seq_len: int) -> float:
@@ -60,8 +63,13 @@ class Cost:
             parts.append(f"<= {self.generated_tokens} generated tokens")
         if self.backward_passes:
             parts.append(f"{self.backward_passes} backward pass{'es' * (self.backward_passes != 1)}")
-        text = ", ".join(parts) or "nothing beyond the shared pass"
-        return f"{text} per text" + (f"; once per run: {self.setup}" if self.setup else "")
+        text = ", ".join(parts) or "no pass of its own"
+        shared = " + the run's plain pass" if self.plain_pass else ""
+        return f"{text} per text{shared}" + (f"; once per run: {self.setup}" if self.setup else "")
+
+
+PLAIN_PASS = Cost(forward_passes=1)
+"""The target's plain pass: one pass per text, computed once per run, shared by the attacks that read it."""
 
 
 Scorer = Callable[..., np.ndarray]

@@ -39,7 +39,7 @@ def con_recall_cost(settings: ConRecallSettings, seq_len: int) -> Cost:
     prefix = min(len(settings.non_member_prefix) * seq_len, cap) + min(
         len(settings.member_prefix) * seq_len, cap
     )
-    return Cost(forward_passes=2, context_tokens=prefix)
+    return Cost(forward_passes=2, context_tokens=prefix, plain_pass=True)
 
 
 @costly_attack(

@@ -24,7 +24,7 @@ class LowercaseSettings:
 
 
 def lowercase_cost(settings: LowercaseSettings, seq_len: int) -> Cost:
-    return Cost(forward_passes=1)
+    return Cost(forward_passes=1, plain_pass=True)
 
 
 @costly_attack(

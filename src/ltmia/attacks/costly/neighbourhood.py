@@ -90,7 +90,7 @@ def best_swaps(models: Models, plain: Pass, settings: NeighbourhoodSettings) -> 
 
 def neighbourhood_cost(settings: NeighbourhoodSettings, seq_len: int) -> Cost:
     """One reference pass for the proposals, one target pass per neighbour."""
-    return Cost(forward_passes=1 + settings.neighbours)
+    return Cost(forward_passes=1 + settings.neighbours, plain_pass=True)
 
 
 @costly_attack(

@@ -67,7 +67,7 @@ def polarized_distance(logprob: Tensor, valid: Tensor, local_ratio: float, far_r
 
 
 def pac_cost(settings: PacSettings, seq_len: int) -> Cost:
-    return Cost(forward_passes=settings.augmentations)
+    return Cost(forward_passes=settings.augmentations, plain_pass=True)
 
 
 @costly_attack(

@@ -107,7 +107,7 @@ def conditional_ll(models: Models, texts: Sequence[str], shots: Sequence[str], m
 def recall_cost(settings: RecallSettings, seq_len: int) -> Cost:
     """One conditioned target pass; the plain pass is the shared one (cached once per run)."""
     prefix = min(len(settings.non_member_prefix) * seq_len, settings.max_context - 1)
-    return Cost(forward_passes=1, context_tokens=prefix)
+    return Cost(forward_passes=1, context_tokens=prefix, plain_pass=True)
 
 
 @costly_attack(

@@ -27,7 +27,7 @@ import torch
 
 from ltmia.attacks.costly import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, text_seed
-from ltmia.device import autocast
+from ltmia.device import autocast, float32_head
 from ltmia.errors import InputError
 
 
@@ -65,7 +65,7 @@ def continuations(
     eos = models.tokenizer.eos_token_id
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
-        with autocast(models.precision, device):
+        with autocast(models.precision, device), float32_head(model):
             out = model.generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
