@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from ltmia.artefacts import CHECKED
 from ltmia.classifier import LTMIA, VARIANTS, ArraySource, ClassifierConfig, TrainSettings, build_classifier
 from ltmia.classifier.batches import (
     Window,
@@ -193,7 +194,7 @@ def test_save_load_gives_identical_scores(tmp_path):
     classifier = LTMIA(**{**SMALL, "epochs": 2}).fit(source)
     before = classifier.score(source, "test")
     path = classifier.save(tmp_path / "clf")
-    assert sorted(p.name for p in path.iterdir()) == ["classifier.json", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [CHECKED, "classifier.json", "model.safetensors"]
     loaded = LTMIA.load(path)
     assert np.array_equal(loaded.score(source, "test"), before) and before.shape == (45,)
     assert (loaded.d_model, loaded.best_epoch_, loaded.groups_) == (

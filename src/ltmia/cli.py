@@ -1,11 +1,14 @@
 """The ``ltmia`` command line: each command wires library components and prints; no logic lives here.
 
-Errors a user can cause (``LtmiaError``) are printed as one line and exit with status 2.
+Every error reaches the user as one line: errors a user can cause (``LtmiaError``, which name the fix) exit
+with status 2, anything unexpected with status 1 and a pointer to ``--debug``, which shows the traceback.
+User text printed to the terminal passes through ``ltmia.progress.printable`` (no control characters).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +35,32 @@ app.add_typer(models_app, name="models")
 app.add_typer(study_app, name="study")
 
 console = Console()
+DEBUG_ENV = "LTMIA_DEBUG"
+GLOBAL_FLAGS = ("--debug", "--verify")
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an error, show its traceback (also: LTMIA_DEBUG=1).")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Hash every file of every artefact read (default: only files changed since their last "
+            "check; also: LTMIA_VERIFY=1).",
+        ),
+    ] = False,
+) -> None:
+    """Learned transfer membership inference."""
+    from ltmia.artefacts import VERIFY_ENV
+
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    if verify:
+        os.environ[VERIFY_ENV] = "1"  # inherited by subprocesses and Ray workers started from here
+
 
 ModelHelp = (
     "zoo/local directory, hub id, .gguf file (or DIR::file.gguf) or packaged:<name> (ltmia models list)"
@@ -75,6 +104,7 @@ def corpora_show(
     """Describe a corpus: origin, licence, sizes and an example text."""
     from ltmia.corpora import corpus_texts, get_corpus
     from ltmia.data import MIN_CHARS, filter_texts
+    from ltmia.progress import printable
 
     corpus = get_corpus(name, column=column)
     texts = corpus_texts(corpus, pool="all")
@@ -91,7 +121,7 @@ def corpora_show(
         ("pretraining pool", str(len(corpus_texts(corpus, pool="pretrain")))),
         ("example", attack[0][:600] if attack else "-"),
     ]:
-        table.add_row(key, value)
+        table.add_row(key, escape(printable(value, newlines=True)))
     console.print(table)
 
 
@@ -108,11 +138,12 @@ def corpora_sample(
     """Print n random texts of a corpus's member/non-member pool."""
     from ltmia.corpora import corpus_texts, get_corpus
     from ltmia.data import filter_texts, seeded_order
+    from ltmia.progress import printable
 
     texts = filter_texts(corpus_texts(get_corpus(name, column=column), pool="attack"))
     for i in seeded_order(texts, seed)[:n]:
         console.rule()
-        console.print(texts[i], markup=False, highlight=False)
+        console.print(printable(texts[i], newlines=True), markup=False, highlight=False)
 
 
 # -------------------------------------------------------------------------------------------------- zoo
@@ -237,7 +268,9 @@ def models_convert(
 def finetune(
     base: Annotated[str, typer.Option(help=f"Base model: {ModelHelp}.")],
     corpus: Annotated[str, typer.Option(help="Corpus name, file, source folder or hf:<id>.")],
-    out: Annotated[Path, typer.Option(help="Target directory to write.")],
+    out: Annotated[
+        Path, typer.Option(help="Target directory to write (a finished one of the same inputs is reused).")
+    ],
     members: int = 1000,
     val: int = 100,
     non_members: int = 1000,
@@ -264,6 +297,7 @@ def finetune(
     log_every: Annotated[int, typer.Option(help="Off a terminal, a progress line every N steps.")] = 10,
     device: str = "auto",
     trust_remote_code: bool = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished target at --out.")] = False,
 ) -> None:
     """Fine-tune a base model on the members of a corpus split (SPEC §2-3), writing a target directory."""
     from ltmia.artefacts import read_manifest
@@ -301,6 +335,7 @@ def finetune(
             device=device,
             trust_remote_code=trust_remote_code,
             on_step=bar.task("fine-tune"),
+            overwrite=overwrite,
         )
     manifest = read_manifest(target)
     console.print(
@@ -333,6 +368,7 @@ def extract_command(
     ] = None,
     device: str = "auto",
     trust_remote_code: bool = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished store at --out.")] = False,
 ) -> None:
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
@@ -358,6 +394,7 @@ def extract_command(
             device=device,
             trust_remote_code=trust_remote_code,
             on_texts=on_texts,
+            overwrite=overwrite,
         )
     manifest = Store(store).manifest
     console.print(f"store {store}: {manifest['n']} texts in {len(manifest['shards'])} shards")
@@ -478,6 +515,7 @@ def train_command(
     memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = 1024,
     seed: int = 42,
     device: str = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace a classifier at --out.")] = False,
 ) -> None:
     """Train the LT-MIA classifier on the train rows of feature stores, keeping the epoch with the best
     validation AUC (SPEC §6)."""
@@ -486,7 +524,7 @@ def train_command(
     from ltmia.classifier import LTMIA
     from ltmia.classifier.checkpoint import check_new_output
 
-    check_new_output(out)
+    check_new_output(out, overwrite)
     classifier = LTMIA(
         variant,
         groups=groups.split(",") if groups else None,
@@ -507,7 +545,7 @@ def train_command(
             progress.update(task, completed=entry["epoch"], loss=entry["train_loss"], auc=entry["val_auc"])
 
         classifier.fit(stores, on_epoch=on_epoch)
-    path = classifier.save(out)
+    path = classifier.save(out, overwrite=overwrite)
     best = f"best epoch {classifier.best_epoch_}, val AUC {classifier.best_val_auc_:.4f}"
     console.print(f"classifier written to {path} ({best})")
 
@@ -697,14 +735,17 @@ def audit(
 
 
 def _print_audit(result) -> None:
-    from ltmia.progress import metrics_table
+    from ltmia.progress import metrics_table, printable
 
     counts = result.counts
     flagged = ", ".join(
         f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts
     )
+    skipped = result.record.get("texts", {}).get("skipped", [])
+    where = f" (input #{', #'.join(map(str, skipped[:10]))}{', ...' if len(skipped) > 10 else ''})"
     console.print(
         f"{len(result.table)} texts scored, {counts['skipped_empty']} empty skipped"
+        + (where if skipped else "")
         + (f"; flagged: {flagged}" if flagged else "")
     )
     table = Table(
@@ -718,7 +759,7 @@ def _print_audit(result) -> None:
             f"{entry['ref_loss']:.3f}",
             f"{entry['loss']:.3f}",
             " ".join(entry["flags"]),
-            escape(entry["text"][:60].replace("\n", " ")),
+            escape(printable(entry["text"][:60])),
         )
     console.print(table)
     if result.metrics is not None:
@@ -737,18 +778,33 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: every error becomes one line on stderr (module docstring); ``--debug`` and
+    ``--verify`` may stand anywhere on the command line."""
     from rich.logging import RichHandler
 
+    from ltmia.progress import printable
+
+    args = sys.argv[1:]
+    sys.argv[1:] = [*(a for a in args if a in GLOBAL_FLAGS), *(a for a in args if a not in GLOBAL_FLAGS)]
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console)])
     logging.getLogger("ltmia").setLevel(logging.INFO)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # ltmia shows its own progress
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         app()
-    except LtmiaError as error:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]error:[/] {escape(str(error))}", highlight=False
+    except Exception as error:
+        if "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        text = printable(lines[0].strip() if lines else type(error).__name__)
+        if isinstance(error, LtmiaError):
+            errors.print(f"[bold red]error:[/] {escape(text)}", highlight=False)
+            sys.exit(2)
+        errors.print(
+            f"[bold red]error:[/] {escape(type(error).__name__)}: {escape(text)} (unexpected: run again "
+            "with --debug for the traceback, and please report it)",
+            highlight=False,
         )
-        sys.exit(2)
+        sys.exit(1)

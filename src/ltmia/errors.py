@@ -28,3 +28,11 @@ class OutputExistsError(LtmiaError):
 
 class InputError(LtmiaError):
     """Unreadable, empty or malformed user input (files, columns, model directories)."""
+
+
+class DamagedError(InputError):
+    """An artefact whose files no longer match what ltmia recorded when writing them, or cannot be read."""
+
+
+class BusyError(LtmiaError):
+    """Another ltmia process is writing the same output right now."""

@@ -100,11 +100,21 @@ def pool(name: str, parts: Sequence[Scored]) -> Scored:
 
 
 def metrics(scored: Scored) -> dict[str, MetricResult]:
-    """SPEC §7 metrics of every attack in ``scored``; a one-class set is an InputError."""
+    """SPEC §7 metrics of every attack in ``scored``; a one-class set, or a NaN or infinite score (no
+    ranking exists), is an InputError naming the attack and the rows."""
     if scored.labels.size == 0 or scored.labels.min() == scored.labels.max():
         raise InputError(
             f"{scored.name} holds only one class; membership metrics need members and non-members"
         )
+    for attack, values in scored.scores.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            rows = ", ".join(str(row) for row in scored.rows[bad[:5]]) + (", ..." if bad.size > 5 else "")
+            raise InputError(
+                f"{attack} gives {bad.size} NaN or infinite scores on {scored.name} (rows {rows}); the store "
+                "or classifier holds non-finite numbers: check them with ltmia --verify, or extract / train "
+                "them again"
+            )
     return {attack: evaluate(scored.labels, values) for attack, values in scored.scores.items()}
 
 

@@ -10,6 +10,7 @@ on CPUs with bf16 matrix units, with float32 weights, optimiser state and loss.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,14 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 
-from ltmia.artefacts import building, read_manifest, versions, write_json
+from ltmia.artefacts import building, check_scratch, read_manifest, versions, write_json, write_manifest
 from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
 from ltmia.device import PRECISIONS, autocast, resolve_device, resolve_precision
-from ltmia.errors import InputError
+from ltmia.errors import InputError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
 from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
+
+TARGET_ARTEFACT = "ltmia-target"
+PROVENANCE = ("source",)  # recorded inputs that name where something came from, not what it is
 
 
 @dataclass
@@ -265,55 +269,101 @@ def finetune(
     device: str = "auto",
     trust_remote_code: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Fine-tune ``base`` (zoo/local directory, hub id, .gguf file or ``packaged:<name>``) on
     ``splits.members``; write a target directory.
 
     The directory holds the model (full weights, or only the LoRA adapter pointing at its base), the
     tokenizer, ``splits.json`` (text hashes proving membership), ``train_log.json`` and a manifest that
-    records the base as given (with its GGUF hash), the recipe with its resolved precision, and the BOS
-    setting (``ltmia.data.resolve_bos``; None: what a packaged model needs, else SPEC §2's "never").
-    A finished target is returned as is; an existing non-target directory is refused.
+    records the base as given (with its GGUF hash), the recipe with its resolved precision, the BOS
+    setting (``ltmia.data.resolve_bos``; None: what a packaged model needs, else SPEC §2's "never") and
+    each file's size and SHA-256. A finished target of the same inputs is returned as is; one of other
+    inputs is refused, naming them (``overwrite``: replaced), and a directory that is not a target too.
     """
     out = Path(out)
-    if read_manifest(out) is not None:
-        log.info("%s is a finished target; skipping", out)
-        return out
     recipe = replace(recipe or Recipe())
     torch_device = resolve_device(device)
     recipe.precision = resolve_precision(recipe.precision, torch_device)
     base_spec = model_spec(base)
     tokenizer = load_tokenizer(base_spec, trust_remote_code)
     bos_used = resolve_bos(tokenizer, bos or default_bos(base_spec) or "never")
+    record = splits.record()
+    inputs = {
+        "base": base_spec,
+        "base_source": source_record(base_spec),
+        "source": splits.source,
+        "kind": splits.kind,
+        "split_fingerprint": record["fingerprint"],
+        "recipe": asdict(recipe),
+        "seq_len": seq_len,
+        "bos": bos_used,
+    }
+    if finished_target(out, inputs, overwrite):
+        log.info("%s is a finished target of the same inputs; reusing it", out)
+        return out
     torch.manual_seed(recipe.seed)
-    model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
+    model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     model = (apply_lora(model, recipe) if recipe.lora else model).to(torch_device)
     train = encode(tokenizer, splits.members, splits.kind, seq_len, bos_used)
     val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
     started = time.perf_counter()
     history = train_causal_lm(model, train, val, recipe, on_step)
-    record = splits.record()
-    with building(out) as scratch:
+    replace_target = overwrite and read_manifest(out) is not None  # a target: finished_target refused others
+    with building(out, what="target", replace=replace_target) as scratch:
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
         write_json(scratch / "splits.json", record)
         write_json(scratch / "train_log.json", asdict(history))
-        write_json(
-            scratch / "manifest.json",
-            {
-                "artefact": "ltmia-target",
-                "base": base_spec,
-                "base_source": source_record(base_spec),
-                "model_type": model.config.model_type,
-                "source": splits.source,
-                "kind": splits.kind,
-                "split_fingerprint": record["fingerprint"],
-                "recipe": asdict(recipe),
-                "seq_len": seq_len,
-                "bos": bos_used,
-                "best_epoch": history.best_epoch,
-                "seconds": time.perf_counter() - started,
-                "versions": versions(),
-            },
-        )
+        manifest = {
+            "artefact": TARGET_ARTEFACT,
+            **inputs,
+            "model_type": model.config.model_type,
+            "best_epoch": history.best_epoch,
+            "seconds": time.perf_counter() - started,
+            "versions": versions(),
+        }
+        write_manifest(scratch, manifest)
     return out
+
+
+def finished_target(out: Path, inputs: dict, overwrite: bool = False) -> bool:
+    """Whether ``out`` is a finished target of exactly ``inputs`` (then it is reused).
+
+    A target of other inputs is refused with the settings that differ (``overwrite``: it is fine-tuned
+    again and replaced); any other directory is refused by ``building``, or here when it is another ltmia
+    artefact. Inputs an older ltmia did not record are not compared, nor where the texts came from (their
+    split fingerprint is what matters; a corpus path given another way is the same corpus). All of it is
+    checked before any training, and so is another process writing ``out`` (``check_scratch``).
+    """
+    manifest = read_manifest(out) if out.is_dir() else None
+    if manifest is None and out.exists():  # refused now rather than after the training
+        raise OutputExistsError(
+            f"{out} exists and is not a finished ltmia target; choose another output directory "
+            "(ltmia does not overwrite what it did not write)"
+        )
+    check_scratch(out)
+    if manifest is None:
+        return False
+    if manifest.get("artefact") != TARGET_ARTEFACT:
+        what = manifest.get("artefact", "artefact").removeprefix("ltmia-")
+        raise OutputExistsError(f"{out} holds an ltmia {what}, not a target; choose another output directory")
+    if overwrite:
+        return False
+    compared = {key: value for key, value in inputs.items() if key in manifest and key not in PROVENANCE}
+    changed = [name for key, value in compared.items() for name in differ(key, manifest[key], value)]
+    if changed:
+        raise OutputExistsError(
+            f"{out} is a target of other inputs ({', '.join(changed)} differ); choose another output "
+            "directory, or pass --overwrite to replace it"
+        )
+    return True
+
+
+def differ(name: str, recorded: object, wanted: object) -> list[str]:
+    """Names of what differs between a recorded and a wanted setting (``recipe.lr`` for a dict's key; keys
+    an older ltmia did not record are not compared)."""
+    recorded, wanted = json.loads(json.dumps(recorded)), json.loads(json.dumps(wanted))
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        return [f"{name}.{key}" for key in sorted(recorded) if recorded[key] != wanted.get(key)]
+    return [] if recorded == wanted else [name]

@@ -3,24 +3,34 @@ a PEFT/LoRA adapter directory, a Hugging Face hub id (for users with network), a
 model (``packaged:<name>``; both through ``ltmia.sources``, which converts them once to a directory).
 
 This is the boundary where user-named models enter ltmia, so it validates: a directory that is not a model,
-remote code that was not explicitly trusted, and a tokenizer without EOS all get one-line errors or fixes.
+remote code that was not explicitly trusted, weights that are damaged or pickled code, a model smaller than
+its tokenizer and a tokenizer without EOS all get one-line errors or fixes. A directory ltmia wrote (a
+target, a zoo model, a converted GGUF) is checked against the sizes and SHA-256s its manifest records
+(``ltmia.artefacts.verify_artefact``) before transformers reads a byte of it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ltmia.errors import InputError
+from ltmia.artefacts import read_json, read_manifest, verify_artefact
+from ltmia.errors import DamagedError, InputError
 from ltmia.sources import resolve_model
 
 log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADDED_EOS = "</s>"  # the EOS ``load_tokenizer`` adds to a tokenizer that has none
+REWRITE = {
+    "ltmia-target": "fine-tune it again (ltmia finetune --overwrite)",
+    "ltmia-zoo-model": "build the zoo again into a new directory (ltmia zoo build --out)",
+    "ltmia-tokenizer": "build the zoo again into a new directory (ltmia zoo build --out)",
+    "ltmia-gguf-model": "delete the directory; ltmia converts the GGUF again on the next use",
+}
 
 
 def _describe_source(spec: str) -> str:
@@ -38,6 +48,10 @@ def _check_local(spec: str) -> None:
             f"{spec} is not a model directory (no config.json or {ADAPTER_CONFIG}); "
             "pass a directory written by save_pretrained or a hub id"
         )
+    manifest = read_manifest(path)
+    if manifest is not None and str(manifest.get("artefact", "")).startswith("ltmia-"):
+        fix = REWRITE.get(manifest["artefact"], "write it again")
+        verify_artefact(path, manifest, f"the model is damaged: {fix}")
 
 
 def adapter_base(spec: str) -> str | None:
@@ -49,12 +63,13 @@ def adapter_base(spec: str) -> str | None:
     config = Path(spec) / ADAPTER_CONFIG
     if not config.exists():
         return None
-    manifest = Path(spec) / "manifest.json"
-    if manifest.exists():
-        recorded = json.loads(manifest.read_text())
-        if recorded.get("artefact") == "ltmia-target" and recorded.get("base"):
-            return recorded["base"]
-    return json.loads(config.read_text())["base_model_name_or_path"]
+    recorded = read_manifest(Path(spec)) or {}
+    if recorded.get("artefact") == "ltmia-target" and recorded.get("base"):
+        return recorded["base"]
+    base = read_json(config, "copy the adapter directory again")
+    if not isinstance(base, dict) or not isinstance(base.get("base_model_name_or_path"), str):
+        raise InputError(f"{config} names no base model (base_model_name_or_path); pass --reference")
+    return base["base_model_name_or_path"]
 
 
 def _refuse_remote_code(spec: str, trust_remote_code: bool) -> None:
@@ -80,7 +95,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 
     A tokenizer without EOS gets one (its SEP or BOS token when it has one, else a new ``</s>``), with a
     log line; a missing pad becomes EOS (SPEC §2). Adding a token grows the vocabulary, which
-    ``load_causal_lm`` matches by resizing the embeddings.
+    ``load_causal_lm`` matches by resizing the embeddings (that one token only).
     """
     base = adapter_base(spec)
     source = base if base and not (Path(spec) / "tokenizer_config.json").exists() else spec
@@ -95,7 +110,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
         if fallback is not None:
             tokenizer.eos_token = fallback
         else:
-            tokenizer.add_special_tokens({"eos_token": "</s>"})
+            tokenizer.add_special_tokens({"eos_token": ADDED_EOS})
         log.warning("tokenizer of %s has no EOS token; using %r as EOS", source, tokenizer.eos_token)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -107,15 +122,16 @@ def load_causal_lm(
     *,
     trust_remote_code: bool = False,
     dtype: torch.dtype = torch.float32,
-    vocab_size: int | None = None,
+    tokenizer=None,
     attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """A causal LM in eval mode from a directory, adapter directory or hub id.
 
     For a PEFT adapter the base is loaded once and wrapped; its reference is the same object with adapters
-    disabled (``with model.disable_adapter():``), never a second copy. ``vocab_size`` resizes the embeddings
-    when ``load_tokenizer`` had to add an EOS token. ``attn_implementation`` is not stored in ``config.json``;
-    pass ``"eager"`` to reproduce a zoo model's logits bit for bit (transformers otherwise picks SDPA).
+    disabled (``with model.disable_adapter():``), never a second copy. ``tokenizer`` (the one whose ids the
+    model will read) must fit the model's embeddings (``check_covers``). ``attn_implementation`` is not
+    stored in ``config.json``; pass ``"eager"`` to reproduce a zoo model's logits bit for bit (transformers
+    otherwise picks SDPA).
     """
     spec = resolve_model(spec)
     _check_local(spec)
@@ -129,10 +145,10 @@ def load_causal_lm(
             trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation,
         )
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot load a causal LM from {_describe_source(base or spec)}: {error}") from None
-    if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(vocab_size)
+    except Exception as error:  # transformers, torch and safetensors raise many kinds for damaged weights
+        raise weights_error(base or spec, error) from None
+    if tokenizer is not None:
+        check_covers(model, tokenizer, base or spec)
     if base is not None:
         from peft import PeftModel
 
@@ -141,6 +157,43 @@ def load_causal_lm(
 
     enable_fast_paths(model)
     return model.eval()
+
+
+def weights_error(spec: str, error: Exception) -> InputError:
+    """A one-line error for weights transformers could not load: pickled code (refused, never run),
+    damaged files, or anything else it reports."""
+    lines = str(error).strip().splitlines()
+    reason = lines[0] if lines else type(error).__name__
+    source = _describe_source(spec)
+    if "weights_only" in str(error) or type(error).__name__ == "UnpicklingError":
+        return InputError(
+            f"{source} holds pickled weights (pytorch_model.bin) that are not plain tensors; ltmia loads "
+            "pickles only as weights and never runs their code: convert the model to safetensors from a "
+            "source you trust"
+        )
+    if isinstance(error, (OSError, ValueError)) and "safetensors" not in reason.lower():
+        return InputError(f"cannot load a causal LM from {source}: {reason}")
+    return DamagedError(
+        f"cannot load the weights of {source} ({type(error).__name__}: {reason}); the files are damaged "
+        "or incomplete: copy or download the model again"
+    )
+
+
+def check_covers(model: PreTrainedModel, tokenizer, spec: str) -> None:
+    """The model must have an embedding for every token id of ``tokenizer``; never resized to fit, except
+    by the one EOS ``load_tokenizer`` adds to a tokenizer that has none (fine-tuning resized the target
+    alike, so target and reference still agree)."""
+    rows, size = model.get_input_embeddings().num_embeddings, len(tokenizer)
+    if size <= rows:
+        return
+    if size == rows + 1 and tokenizer.eos_token == ADDED_EOS and tokenizer.eos_token_id == rows:
+        log.info("%s: one embedding row added for the EOS token %r", spec, ADDED_EOS)
+        model.resize_token_embeddings(size)
+        return
+    raise InputError(
+        f"{spec} has {rows:,} token embeddings but the tokenizer has {size:,} tokens; models are never "
+        "resized to fit: the reference must be the target's base model, with the same vocabulary"
+    )
 
 
 def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bool) -> None:

@@ -5,10 +5,15 @@ printed during it until the end; plain progress lines are printed instead (every
 every ``TEXT_LINE_SECONDS`` of extraction), so an eight-minute job shows that it moves. Library code reports
 through plain callbacks (``on_step(epoch, loss)``, ``on_texts(done, total)``) so it stays usable without a
 terminal; the CLI turns them into progress displays here.
+
+User text (candidate texts, corpus texts, error messages that quote a file) goes through ``printable``
+before it reaches the terminal: an ANSI escape or other control character in a text must not recolour,
+move the cursor, retitle or otherwise drive the user's terminal.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +35,17 @@ from rich.text import Text
 from ltmia.metrics import MetricResult
 
 TEXT_LINE_SECONDS = 30.0
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on rather than shows: C0 controls but tab and newline (ESC starts every ANSI
+escape), DEL, C1 controls, Unicode line separators and the bidirectional overrides that reorder a line."""
+
+
+def printable(text: str, newlines: bool = False) -> str:
+    """``text`` safe to print: control characters (``CONTROL``) shown as ``\\xNN`` / ``\\uNNNN`` escapes;
+    tabs and newlines become spaces unless ``newlines`` (then newlines stay)."""
+    text = CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    text = text.replace("\t", " ")
+    return text if newlines else text.replace("\n", " ")
 
 
 class StepBar:

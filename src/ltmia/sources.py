@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ltmia.artefacts import building, file_sha256, ltmia_home, read_manifest, versions, write_json
+from ltmia.artefacts import building, file_sha256, ltmia_home, read_manifest, versions, write_manifest
 from ltmia.errors import InputError
 from ltmia.registry import Registry
 
@@ -200,10 +200,10 @@ def convert_gguf(path: Path, *, expected_sha256: str | None = None, label: str |
                 "reinstall the package"
             )
         log.info("converting %s to a safetensors directory (once): %s", path.name, out)
-        with building(out) as scratch:
+        with building(out, what="converted model") as scratch:
             _write_hf_directory(path, scratch)
-            write_json(
-                scratch / "manifest.json",
+            write_manifest(
+                scratch,
                 {
                     "artefact": GGUF_ARTEFACT,
                     "source_file": str(path),

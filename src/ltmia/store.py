@@ -13,11 +13,15 @@ A store is a directory (the ``save_pretrained`` idea of ``ltmia.artefacts``):
 
 A target's rows come split by split (train, val, test of SPEC §2), each pair as (member i, non-member i):
 every split is a contiguous, class-balanced run of rows, so reading the test split touches only the last
-shards. Extraction is resumable: shards are written atomically into ``<out>.partial`` beside ``plan.json``
-(everything the numbers depend on); a re-run with the same plan continues after the last whole shard, and
-as shards start at fixed rows and are batched alike, the finished store is byte-identical to an
-uninterrupted run. Safetensors holds no code (no pickle) and is read lazily, so stores larger than memory
-stream shard by shard.
+shards. Extraction is resumable: shards are written whole into the scratch directory of
+``ltmia.artefacts.building`` beside ``plan.json`` (everything the numbers depend on); a re-run with the same
+plan continues after the last whole shard, and as shards start at fixed rows and are batched alike, the
+finished store is byte-identical to an uninterrupted run (ltmia's checksum cache aside). Safetensors holds
+no code (no pickle) and is read lazily, so stores larger than memory stream shard by shard.
+
+Opening a store checks its files against the manifest's sizes and SHA-256s (``ltmia.artefacts.verify_files``:
+hashing only what changed since the last check, everything under ``--verify``), so edited labels or a
+damaged shard stop with one line instead of being scored.
 """
 
 from __future__ import annotations
@@ -25,8 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import partial as partial_call
@@ -34,15 +36,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from ltmia.artefacts import MANIFEST, file_sha256, read_manifest, versions, write_json
+from ltmia.artefacts import (
+    MANIFEST,
+    atomic_path,
+    building,
+    check_scratch,
+    file_sha256,
+    read_json,
+    read_manifest,
+    remember_checked,
+    verify_artefact,
+    verify_files,
+    versions,
+    write_json,
+)
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import SEQ_LEN, Bos, Kind, filter_texts, text_hash
 from ltmia.device import resolve_device, resolve_precision
-from ltmia.errors import InputError, OutputExistsError
+from ltmia.errors import DamagedError, InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.models import adapter_base, check_same_tokenizer, load_causal_lm, load_tokenizer
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
@@ -59,6 +74,7 @@ UNSPLIT = "all"  # the split of rows given without one
 UNLABELLED = -1  # the label of a row whose membership is unknown (an audit's candidate texts)
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 STAT_NAMES = tuple(f.name for f in fields(TokenStats))
+REWRITE = "extract it again (ltmia extract --overwrite; an audit's store: audit into a new --out)"
 
 OnTexts = Callable[[int, int], None]
 """Progress callback ``on_texts(done, total)``: texts in the store so far (finished shards included)."""
@@ -144,7 +160,9 @@ def target_record(target: Path) -> tuple[dict, dict]:
         or not (target / "splits.json").exists()
     ):
         raise InputError(f"{target} is not a target directory; write one with ltmia finetune")
-    return manifest, json.loads((target / "splits.json").read_text())
+    fix = "the target is damaged: fine-tune it again (ltmia finetune --overwrite)"
+    verify_artefact(target, manifest, fix)
+    return manifest, read_json(target / "splits.json", fix)
 
 
 def target_rows(target: Path, corpus: str | None = None, column: str | None = None) -> Rows:
@@ -207,39 +225,41 @@ def store_plan(
     }
 
 
-def finished_store(out: Path, plan: dict) -> bool:
-    """Whether ``out`` is a finished store of ``plan`` (so it is reused); another store there is refused."""
-    manifest = read_manifest(out) if out.is_dir() else None
-    if manifest is None or manifest.get("artefact") != STORE_ARTEFACT:
+def is_store(out: Path) -> bool:
+    """Whether ``out`` is a finished feature store (of any plan)."""
+    manifest = read_manifest(out) if Path(out).is_dir() else None
+    return manifest is not None and manifest.get("artefact") == STORE_ARTEFACT
+
+
+def finished_store(out: Path, plan: dict, overwrite: bool = False) -> bool:
+    """Whether ``out`` is a finished store of ``plan`` (so it is reused). A store of another plan is
+    refused, naming what differs; ``overwrite`` means neither: the store is extracted again."""
+    if not is_store(out) or overwrite:
         return False
+    manifest = read_manifest(out)
     changed = [key for key in plan if manifest.get(key) != plan[key]]
     if changed:
         raise OutputExistsError(
             f"{out} is a store of other texts or settings ({', '.join(changed)} differ); "
-            "choose another output directory or remove it yourself"
+            "choose another output directory, or pass --overwrite to replace it"
         )
     return True
 
 
-def scratch_dir(out: Path, plan: dict) -> Path:
-    """``<out>.partial`` with the finished shards of an interrupted run of ``plan`` (others are replaced).
+def store_scratch(scratch: Path) -> bool:
+    """Whether a scratch directory without a marker is an older ltmia's extraction (its ``plan.json``)."""
+    try:
+        return json.loads((scratch / PLAN_FILE).read_text()).get("artefact") == STORE_ARTEFACT
+    except (OSError, ValueError, AttributeError):
+        return False
 
-    Like ``ltmia.artefacts.building`` it refuses an existing ``out``, but it keeps scratch work whose plan
-    matches, which is what makes extraction resumable.
-    """
-    if out.exists():
-        raise OutputExistsError(
-            f"{out} exists and is not a finished ltmia store; choose another output directory "
-            "or remove it yourself"
-        )
-    partial = out.with_name(out.name + ".partial")
-    plan_file = partial / PLAN_FILE
-    if partial.exists() and not (plan_file.exists() and json.loads(plan_file.read_text()) == plan):
-        log.warning("replacing unfinished work of other texts or settings in %s", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, plan)
-    return partial
+
+def same_plan(scratch: Path, plan: dict) -> bool:
+    """Whether a dead run's scratch directory was extracting ``plan`` (then its whole shards are kept)."""
+    try:
+        return json.loads((scratch / PLAN_FILE).read_text()) == plan
+    except (OSError, ValueError):
+        return False
 
 
 def shard_file(index: int) -> str:
@@ -259,9 +279,8 @@ def write_shard(path: Path, signals: Signals, dtype: torch.dtype) -> None:
         "mask": signals.mask,
         **{name: getattr(signals.stats, name) for name in STAT_NAMES},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(tmp))
 
 
 def batch_progress(on_texts: OnTexts, done: int, total: int) -> Callable[[int], None]:
@@ -288,17 +307,18 @@ def build_store(
     models: dict | None = None,
     source: dict | None = None,
     on_texts: OnTexts | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Rows through target and reference (``ltmia.signals.extract``; ``reference=None``: the LoRA target
     with adapters disabled) -> a store at ``out`` of (N, L, 7k+14) features, (N, L) mask and (N, L-1) stats.
 
     ``models`` and ``source`` (JSON-able) describe where models and texts came from, for the manifest;
     ``bos`` is the tokenisation the target was trained with. A finished store of the same plan is returned
-    as is; an interrupted one is continued.
+    as is (``overwrite``: a finished store is replaced); an interrupted one is continued.
     """
     out, settings = Path(out), settings or StoreSettings()
     plan = store_plan(rows, settings, kind, models or {}, source or {}, bos)
-    if finished_store(out, plan):
+    if finished_store(out, plan, overwrite):
         log.info("%s is a finished store; skipping", out)
         return out
     check_compatible(target, reference, tokenizer)
@@ -306,8 +326,28 @@ def build_store(
         raise InputError(
             f"k={settings.k} needs a vocabulary larger than k; the models have {output_width(target)}"
         )
-    partial = scratch_dir(out, plan)
-    write_json(partial / ROWS_FILE, rows.record())
+    resume = partial_call(same_plan, plan=plan)
+    replace = overwrite and is_store(out)
+    with building(out, what="store", replace=replace, resume=resume, legacy=store_scratch) as partial:
+        write_json(partial / PLAN_FILE, plan)
+        write_json(partial / ROWS_FILE, rows.record())
+        write_shards(target, reference, tokenizer, rows, partial, settings, kind, bos, on_texts)
+        finish(partial, plan, shard_ranges(len(rows.texts), settings.shard_size))
+    return out
+
+
+def write_shards(
+    target: nn.Module,
+    reference: nn.Module | None,
+    tokenizer,
+    rows: Rows,
+    partial: Path,
+    settings: StoreSettings,
+    kind: Kind,
+    bos: Bos,
+    on_texts: OnTexts | None,
+) -> None:
+    """Every shard not yet in ``partial`` (a resumed run keeps the whole ones), in row order."""
     options = dict(
         kind=kind,
         k=settings.k,
@@ -326,20 +366,21 @@ def build_store(
             write_shard(path, signals_of(rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype])
         elif on_texts is not None:
             on_texts(stop, n)
-    finish(partial, out, plan, ranges)
-    return out
 
 
-def finish(partial: Path, out: Path, plan: dict, ranges: list[tuple[int, int]]) -> None:
-    """Write the manifest (plan, file checksums, versions) last, then rename the scratch dir to ``out``."""
-    shards = [
-        {"file": shard_file(i), "rows": stop - start, "sha256": file_sha256(partial / shard_file(i))}
-        for i, (start, stop) in enumerate(ranges)
-    ]
-    rows_file = {"file": ROWS_FILE, "rows": plan["n"], "sha256": file_sha256(partial / ROWS_FILE)}
+def file_entry(directory: Path, name: str, rows: int) -> dict:
+    """A manifest entry of one store file: its name, rows, size and SHA-256."""
+    path = directory / name
+    return {"file": name, "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def finish(partial: Path, plan: dict, ranges: list[tuple[int, int]]) -> None:
+    """Write the manifest (plan, each file's size and checksum, versions) last; ``building`` renames."""
+    shards = [file_entry(partial, shard_file(i), stop - start) for i, (start, stop) in enumerate(ranges)]
+    rows_file = file_entry(partial, ROWS_FILE, plan["n"])
     (partial / PLAN_FILE).unlink()
     write_json(partial / MANIFEST, {**plan, "rows_file": rows_file, "shards": shards, "versions": versions()})
-    os.replace(partial, out)
+    remember_checked(partial, [rows_file, *shards])
 
 
 def extract_target(
@@ -353,12 +394,15 @@ def extract_target(
     device: str = "auto",
     trust_remote_code: bool = False,
     on_texts: OnTexts | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """The store of a target directory: its members and non-members (``target_rows``), SPEC §4-5 signals.
 
     The reference defaults to the base model the target's manifest records; for a LoRA target it is the
     target with adapters disabled (SPEC §3), so no second model is loaded. ``corpus`` / ``column`` name the
     fine-tuning corpus when the recorded name no longer resolves (a moved file, a table column).
+    ``overwrite`` replaces a finished store at ``out`` (by default one of the same plan is reused and one
+    of another plan refused).
     """
     target, out, settings = Path(target).resolve(), Path(out), settings or StoreSettings()
     manifest, _ = target_record(target)
@@ -377,8 +421,9 @@ def extract_target(
     overrides = {"corpus": corpus, "column": column}
     source = {**manifest["source"], **{key: value for key, value in overrides.items() if value}}
     bos = manifest.get("bos", "never")  # targets written before the setting existed used SPEC §2's
-    if finished_store(out, store_plan(rows, settings, manifest["kind"], models, source, bos)):
+    if finished_store(out, store_plan(rows, settings, manifest["kind"], models, source, bos), overwrite):
         return out
+    check_scratch(out, legacy=store_scratch)
     target_model, reference_model, tokenizer = load_models(target, reference, device, trust_remote_code)
     return build_store(
         target_model,
@@ -392,18 +437,20 @@ def extract_target(
         models=models,
         source=source,
         on_texts=on_texts,
+        overwrite=overwrite,
     )
 
 
 def load_models(target: Path, reference: str | None, device: str, trust_remote_code: bool) -> tuple:
     """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
 
-    Both models get the tokenizer's vocabulary size, as fine-tuning did (``load_tokenizer`` may add EOS).
+    Both are checked against the target's tokenizer the same way in every command: the reference must
+    tokenise alike (``check_same_tokenizer``) and each model must cover the tokenizer (``load_causal_lm``).
     """
     tokenizer = load_tokenizer(str(target), trust_remote_code)
     if reference is not None:
         check_same_tokenizer(tokenizer, reference, trust_remote_code)
-    options = dict(trust_remote_code=trust_remote_code, vocab_size=len(tokenizer))
+    options = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     torch_device = resolve_device(device)
     target_model = load_causal_lm(str(target), **options).to(torch_device)
     reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
@@ -419,12 +466,18 @@ class Store:
         if manifest is None or manifest.get("artefact") != STORE_ARTEFACT:
             raise InputError(f"{path} is not a finished feature store; write one with ltmia extract")
         self.manifest = manifest
-        record = json.loads((self.path / ROWS_FILE).read_text())
+        verify_files(self.path, self._entries(), REWRITE)
+        record = read_json(self.path / ROWS_FILE, REWRITE)
         self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member, -1 unknown
         self.split = np.asarray(record["split"])  # (N,) split names
         self.pair = np.asarray(record["pair"], dtype=np.int64)  # (N,) pair index, -1 for none
         self.hashes: list[str] = record["sha256"]
         self._texts: list[str] = record["text"]
+
+    def _entries(self) -> list[dict]:
+        """The manifest's entries of the rows file (the first stores recorded none) and of the shards."""
+        rows_file = self.manifest.get("rows_file")
+        return [*([rows_file] if rows_file else []), *self.manifest["shards"]]
 
     @property
     def n(self) -> int:
@@ -468,9 +521,13 @@ class Store:
     def _read_rows(self, file: str, local: np.ndarray) -> dict[str, Tensor]:
         """Arrays of ascending shard-local rows ``local``: the span they cover, then those rows of it."""
         lo, hi = int(local[0]), int(local[-1]) + 1
-        with safe_open(self.path / file, framework="pt") as arrays:
-            names = arrays.keys()  # a safe_open handle is not iterable itself
-            span = {name: arrays.get_slice(name)[lo:hi] for name in names}
+        try:
+            with safe_open(self.path / file, framework="pt") as arrays:
+                names = arrays.keys()  # a safe_open handle is not iterable itself
+                span = {name: arrays.get_slice(name)[lo:hi] for name in names}
+        except (SafetensorError, OSError, ValueError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DamagedError(f"{self.path / file} cannot be read ({reason}); {REWRITE}") from None
         if hi - lo == local.size:
             return span
         index = torch.from_numpy(local - lo)
@@ -487,10 +544,6 @@ class Store:
         return torch.cat([s["features"] for s in shards]), torch.cat([s["mask"] for s in shards])
 
     def verify(self) -> None:
-        """Recompute every file's SHA-256; a file that differs from the manifest's is an InputError."""
-        for entry in [self.manifest["rows_file"], *self.manifest["shards"]]:
-            if file_sha256(self.path / entry["file"]) != entry["sha256"]:
-                raise InputError(
-                    f"{self.path / entry['file']} does not match its checksum in the manifest; "
-                    "the store is damaged, extract it again"
-                )
+        """Recompute every file's SHA-256 (opening a store hashes only files that changed since their last
+        check); a file that differs from the manifest's is a ``DamagedError``."""
+        verify_files(self.path, self._entries(), REWRITE, full=True)

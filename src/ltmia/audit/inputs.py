@@ -1,9 +1,13 @@
 """An audit's inputs: candidate texts (and optional labels) read from a file or stdin, checked, flagged.
 
-Nothing the user gave is dropped silently. Every text read keeps its input position (``index``, 0-based,
-the order of the file) so scores and labels line up with it. Texts are stripped, as fine-tuning stripped
-them (SPEC §2); an empty or whitespace-only text cannot be scored and is skipped *and counted*. Texts the
-method would not have used are still scored, with a flag saying why their score is less trustworthy:
+Nothing the user gave is dropped silently: every row read is either scored or skipped *and listed*. The
+readers (``ltmia.corpora.files``) return one text per row (a .txt line or block, a .jsonl line, a .csv
+record, a Parquet row); a row whose text is missing, null, empty or whitespace cannot be scored, so it is
+skipped and reported with its input position, and it keeps its place: every text keeps its input position
+(``index``, 0-based, the order of the file), and a labels file gives one label per row read, skipped rows
+included, so labels cannot shift onto the wrong texts (a labels file of any other length is refused). Texts
+are stripped, as fine-tuning stripped them (SPEC §2). Texts the method would not have used are still
+scored, with a flag saying why their score is less trustworthy:
 
 - ``short``: SPEC §2 drops texts of 50 characters or fewer from every member and non-member set, so the
   classifier never saw one;
@@ -31,8 +35,9 @@ LABEL_WORDS = {"1": 1, "member": 1, "true": 1, "yes": 1, "0": 0, "non-member": 0
 class Candidates:
     """The scoreable texts of an audit with their input positions, labels and flags.
 
-    ``texts[i]`` was text number ``index[i]`` of the input; ``skipped`` lists the input positions of empty
-    texts; ``labels[i]`` is 1 / 0, or -1 when no labels were given.
+    ``texts[i]`` was row ``index[i]`` of the input; ``skipped`` lists the input positions of rows without
+    text (missing, null, empty or whitespace); ``labels[i]`` is 1 / 0, or -1 when no labels were given;
+    ``n_read`` rows were read, so ``len(texts) + len(skipped) == n_read``.
     """
 
     texts: list[str]
@@ -58,9 +63,9 @@ class Candidates:
 def read_texts(
     source: str | Path, column: str | None = None, fmt: str | None = None, stdin: BinaryIO | None = None
 ) -> list[str]:
-    """Every text of a .txt / .jsonl / .csv / .parquet file, or of stdin (``"-"``, format ``fmt``, default
-    txt), in file order and unstripped. A .txt is blank-line-separated blocks if it has blank lines, else
-    one text per line."""
+    """One text per row of a .txt / .jsonl / .csv / .parquet file, or of stdin (``"-"``, format ``fmt``,
+    default txt), in file order and unstripped; ``""`` for a row without text. A .txt is blocks separated
+    by blank lines if it has blank lines, else one text per line."""
     if str(source) == STDIN:
         parser = PARSERS.get(f".{fmt or 'txt'}")
         if parser is None:
@@ -87,7 +92,8 @@ def read_texts(
 
 
 def read_labels(path: str | Path, expected: int) -> list[int]:
-    """One label per non-blank line (1/0, member/non-member, true/false, yes/no), one per text read."""
+    """One label per non-blank line (1/0, member/non-member, true/false, yes/no), one per row read
+    (``expected``), rows without text included."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such labels file; give one label (1 or 0) per line, one per text")
@@ -98,8 +104,8 @@ def read_labels(path: str | Path, expected: int) -> list[int]:
         raise InputError(f"{path}: label {bad!r} is not 1/0 (or member/non-member); write one per line")
     if len(words) != expected:
         raise InputError(
-            f"{path} has {len(words)} labels but {expected} texts were read; give exactly one per text, "
-            "in the texts' order (empty texts included)"
+            f"{path} has {len(words)} labels but {expected} texts were read; give exactly one per text row, "
+            "in order, rows with an empty or missing text included (they are skipped but keep their place)"
         )
     return [LABEL_WORDS[word] for word in words]
 
@@ -115,7 +121,9 @@ def candidates(
         raise InputError(f"{len(labels)} labels for {len(raw)} texts; give exactly one label per text")
     kept = [(i, text.strip()) for i, text in enumerate(raw) if text.strip()]
     if not kept:
-        raise InputError(f"all {len(raw)} texts are empty or whitespace; give at least one non-empty text")
+        raise InputError(
+            f"all {len(raw)} texts are empty or whitespace (or missing); give at least one non-empty text"
+        )
     texts = [text for _, text in kept]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
     seen: set[str] = set()

@@ -239,6 +239,7 @@ def audit_record(
             "scored": len(candidates.texts),
             "labelled": candidates.labelled,
             **candidates.flag_counts(),
+            "skipped": candidates.skipped,  # input positions of the rows without text
         },
         "settings": {
             "kind": settings.kind,

@@ -199,8 +199,9 @@ class LTMIA:
         check_store_compatible(self.record_, source)
         return score_source(model, source, split, self._dropped, self.micro_batch_size)[0]
 
-    def save(self, out: Path | str) -> Path:
-        """Write the checkpoint directory ``out`` (``checkpoint.save_classifier``); returns it."""
+    def save(self, out: Path | str, overwrite: bool = False) -> Path:
+        """Write the checkpoint directory ``out`` (``checkpoint.save_classifier``; ``overwrite`` replaces a
+        classifier there); returns it."""
         self._model()
         metrics = {"best_epoch": self.best_epoch_, "best_val_auc": self.best_val_auc_}
         path = save_classifier(
@@ -211,6 +212,7 @@ class LTMIA:
             k=self.record_["k"],
             training=self.training_,
             metrics=metrics,
+            overwrite=overwrite,
         )
         self.record_["path"] = str(path)
         return path

@@ -1,26 +1,28 @@
 """Classifier checkpoints (SPEC §6): a directory of ``model.safetensors`` + ``classifier.json``.
 
 Like every ltmia artefact it is written under ``<out>.partial`` and renamed when whole
-(``ltmia.artefacts.building``). Weights are safetensors and the record JSON, so loading a checkpoint never
-unpickles anything. The record names the feature layout the classifier reads (layout version, k, feature
-dim, L): features of another layout would be silently misread, so `check_store_compatible` refuses them.
+(``ltmia.artefacts.building``), and its record holds the size and SHA-256 of the weights, checked on load
+(checkpoints written before that record none). Weights are safetensors and the record JSON, so loading a
+checkpoint never unpickles anything. The record names the feature layout the classifier reads (layout
+version, k, feature dim, L): features of another layout would be silently misread, so
+`check_store_compatible` refuses them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ltmia.artefacts import building, versions, write_json
+from ltmia.artefacts import building, check_scratch, read_manifest, verify_artefact, versions, write_manifest
 from ltmia.classifier.batches import LAYOUT_KEYS, Source, layout, source_name
 from ltmia.classifier.model import ClassifierConfig, build_classifier
-from ltmia.errors import InputError, OutputExistsError
+from ltmia.errors import DamagedError, InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION
 
 CLASSIFIER_ARTEFACT = "ltmia-classifier"
@@ -46,11 +48,27 @@ def classifier_dir(path: Path | str | None) -> Path:
     return folder
 
 
-def check_new_output(out: Path) -> None:
-    """Refuse an existing ``out`` (as ``building`` will) before any training time is spent on it."""
-    what = "holds a trained classifier already" if (Path(out) / RECORD_FILE).exists() else "exists"
-    if Path(out).exists():
-        raise OutputExistsError(f"{out} {what}; choose another output directory or remove it yourself")
+def is_classifier(out: Path) -> bool:
+    """Whether ``out`` is a finished classifier directory."""
+    record = read_manifest(out, RECORD_FILE) if Path(out).is_dir() else None
+    return record is not None and record.get("artefact") == CLASSIFIER_ARTEFACT
+
+
+def check_new_output(out: Path, overwrite: bool = False) -> None:
+    """Refuse an existing ``out`` (as ``building`` will) before any training time is spent on it; with
+    ``overwrite`` a finished classifier there may be replaced (nothing else)."""
+    check_scratch(out)
+    if not Path(out).exists() or (overwrite and is_classifier(out)):
+        return
+    if is_classifier(out):
+        raise OutputExistsError(
+            f"{out} holds a trained classifier already; choose another output directory, or pass "
+            "--overwrite to replace it"
+        )
+    raise OutputExistsError(
+        f"{out} exists and is not a classifier; choose another output directory (ltmia does not "
+        "overwrite what it did not write)"
+    )
 
 
 def save_classifier(
@@ -62,11 +80,13 @@ def save_classifier(
     k: int,
     training: dict,
     metrics: dict,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (weights) and its record (config, kept feature groups, feature layout, the training
-    record, metrics, package versions) to the directory ``out``, atomically; returns ``out``."""
+    record, metrics, package versions, the weights' checksum) to the directory ``out``, atomically;
+    returns ``out``. ``overwrite`` replaces a classifier already there."""
     out = Path(out)
-    check_new_output(out)
+    check_new_output(out, overwrite)
     record = {
         "artefact": CLASSIFIER_ARTEFACT,
         "config": asdict(config),
@@ -81,25 +101,25 @@ def save_classifier(
         "versions": versions(),
     }
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    with building(out) as partial:
+    with building(out, what="classifier", replace=overwrite and out.exists()) as partial:
         save_file(weights, str(partial / WEIGHTS_FILE), metadata={"format": "pt"})
-        write_json(partial / RECORD_FILE, record)
+        write_manifest(partial, record, RECORD_FILE)
     return out
 
 
 def load_classifier(path: Path) -> tuple[nn.Module, dict]:
     """A checkpoint directory -> (model on CPU in eval mode, record); ``record["path"]`` is ``path``."""
     path = Path(path)
-    record_file = path / RECORD_FILE
-    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    record = (read_manifest(path, RECORD_FILE) if path.is_dir() else None) or {}
     if record.get("artefact") != CLASSIFIER_ARTEFACT:
         raise InputError(f"{path} is not a classifier directory; write one with ltmia train")
+    verify_artefact(path, record, "the classifier is damaged: train it again (ltmia train --overwrite)")
     try:
         model = build_classifier(ClassifierConfig(**record["config"]))
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    except (TypeError, RuntimeError, OSError) as error:
+    except (TypeError, RuntimeError, OSError, KeyError, SafetensorError) as error:
         first_line = str(error).splitlines()[0]
-        raise InputError(
+        raise DamagedError(
             f"{path} is a damaged classifier checkpoint ({first_line}); train it again"
         ) from None
     record["path"] = str(path)

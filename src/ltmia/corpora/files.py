@@ -2,11 +2,20 @@
 
 Everything is read when the corpus is resolved, so a wrong path, column or encoding fails at once with a
 one-line ``InputError`` rather than mid-run. User texts keep their file order (their order may mean
-something to the user); they are stripped, empty ones dropped and exact duplicates dropped after the first.
+something to the user); they are stripped, empty ones dropped and exact duplicates dropped after the first,
+and a log line counts both.
+
+Every row read is accounted for. The readers return exactly one text per row (a .txt line or block, a
+.jsonl object line, a .csv record, a Parquet or dataset row), in order: a row whose text is missing, null
+or blank gives the empty text ``""``, a placeholder that keeps every later row at its own position, so an
+audit reports it as skipped with its input index and a labels file has one label per row, never shifted.
+A row that cannot be read (not JSON, not an object, a non-text value, a malformed CSV record) is an
+``InputError`` naming its line or row. CSV is parsed strictly: a quote never closed, text after a closing
+quote or a record with another number of fields than the header is an error, not a silently merged text.
 
 A ``column`` names one column, or combines several per row: ``a+b`` joins the texts of ``a`` and ``b``
 with one space (missing or blank values left out), ``a|b|c`` takes the first non-blank of them (columns
-absent from the source are skipped; at least one must exist). Rows that yield no text are skipped.
+absent from the source are skipped; at least one must exist).
 
 A folder of source code becomes a code corpus with one text per file; a file over ``MAX_CODE_CHARS`` is cut
 at blank lines that precede an unindented line (between top-level definitions), and consecutive pieces are
@@ -18,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +43,8 @@ from ltmia.errors import InputError
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = "a .txt, .jsonl, .csv or .parquet file, a folder of source code or a datasets save_to_disk folder"
 MAX_CODE_CHARS = 4_000
@@ -92,11 +104,25 @@ def hub_corpus(spec: str, *, column: str | None, kind: Kind | None) -> Corpus:
     return user_corpus(spec, dataset_texts(dataset, column, spec), kind or "text", origin)
 
 
-def user_corpus(spec: str, texts: Iterable[str], kind: Kind, origin: str) -> Corpus:
-    """Wrap user texts (stripped, first occurrences kept) as a corpus with no pretraining share."""
-    unique = list(dict.fromkeys(stripped for text in texts if (stripped := text.strip())))
+def user_corpus(spec: str, texts: Sequence[str], kind: Kind, origin: str) -> Corpus:
+    """Wrap user texts (stripped, first occurrences kept) as a corpus with no pretraining share; a log
+    line accounts for every row read (kept, without text, or a duplicate)."""
+    stripped = [text.strip() for text in texts]
+    unique = list(dict.fromkeys(text for text in stripped if text))
     if not unique:
         raise InputError(f"{spec} holds no text; give a source with at least one non-blank text")
+    blank = [i for i, text in enumerate(stripped) if not text]
+    if blank or len(unique) < len(texts) - len(blank):
+        shown = ", ".join(str(i + 1) for i in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        log.info(
+            "%s: %d rows read, %d distinct texts kept, %d without text left out%s, %d duplicates left out",
+            spec,
+            len(texts),
+            len(unique),
+            len(blank),
+            f" (rows {shown})" if blank else "",
+            len(texts) - len(blank) - len(unique),
+        )
     return Corpus(
         name=spec,
         kind=kind,
@@ -190,31 +216,34 @@ def pick_columns(column: str | None, available: Iterable[str], source: object) -
     return chosen
 
 
+BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
+
+
 def txt_texts(text: str, column: str | None, path: str | Path) -> list[str]:
-    """Blank-line-separated blocks if the text has blank lines, else one text per line. Line breaks at the
-    very start and end are layout, not texts (a file's final newline would otherwise be an empty text)."""
+    """Blocks separated by one or more blank lines if the text has blank lines, else one text per line.
+    Line breaks at the very start and end are layout, not texts (a file's final newline would otherwise be
+    an empty text)."""
     refuse_column(column, path)
     text = text.strip("\n")
-    blank_line = re.compile(r"\n[ \t]*\n")
-    return blank_line.split(text) if blank_line.search(text.strip()) else text.split("\n")
+    return BLANK_LINES.split(text) if BLANK_LINES.search(text.strip()) else text.split("\n")
 
 
 def row_texts(
     rows: Iterable[tuple[str, Sequence[object]]], columns: Columns, path: str | Path
 ) -> Iterator[str]:
-    """The texts of rows given as (where, values of ``columns.names``); ``where`` locates a non-text value
-    in the error. Missing and null values are skipped, and so are rows left without text."""
+    """The text of each row given as (where, values of ``columns.names``); ``where`` locates a non-text
+    value in the error. A row without text (missing or null values) gives the placeholder ``""``."""
     for where, values in rows:
         for name, value in zip(columns.names, values, strict=True):
             if value is not None and not isinstance(value, str):
                 raise InputError(f"{path} {where}: column {name!r} holds {type(value).__name__}, not text")
         text = columns.text([value if isinstance(value, str) else None for value in values])
-        if text is not None:
-            yield text
+        yield "" if text is None else text
 
 
 def jsonl_texts(text: str, column: str | None, path: str | Path) -> list[str]:
-    """One text per JSON object line; rows without the column are skipped, blank lines ignored."""
+    """One text per JSON object line (``""`` for a row without the column or with null); blank lines are
+    layout, not rows."""
     rows = []
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
@@ -232,15 +261,42 @@ def jsonl_texts(text: str, column: str | None, path: str | Path) -> list[str]:
     return list(row_texts(values, columns, path))
 
 
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's default (128 KiB) would refuse a long text
+
+
 def csv_texts(text: str, column: str | None, path: str | Path) -> list[str]:
-    """One text per row of CSV with a header line; quoted fields may span lines."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    """One text per record of CSV with a header line; quoted fields may span lines, blank lines are
+    layout. Strict (module docstring): errors name the line where the bad record starts."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records, start = [], 1
     try:
-        columns = pick_columns(column, reader.fieldnames or [], path)
-        values = ((f"line {reader.line_num}", [row[name] for name in columns.names]) for row in reader)
-        return list(row_texts(values, columns, path))
+        header = next(reader, None) or []
+        start = reader.line_num + 1
+        for record in reader:
+            if record:
+                records.append((start, record))
+            start = reader.line_num + 1
     except csv.Error as err:
-        raise InputError(f"{path} line {reader.line_num} is not valid CSV ({err})") from None
+        if "unexpected end of data" in str(err):
+            raise InputError(
+                f"{path} line {start}: a quoted field that starts in this record is never closed; close it "
+                'with " (a quote inside a quoted field is written "")'
+            ) from None
+        raise InputError(
+            f"{path} line {start} is not valid CSV ({err}); quote fields holding commas, quotes or line "
+            'breaks, and write a quote inside them as ""'
+        ) from None
+    columns = pick_columns(column, header, path)
+    for line, record in records:
+        if len(record) != len(header):
+            raise InputError(
+                f"{path} line {line} has {len(record)} fields but the header has {len(header)}; quote "
+                "fields that hold commas"
+            )
+    positions = [header.index(name) for name in columns.names]
+    values = ((f"line {line}", [record[i] for i in positions]) for line, record in records)
+    return list(row_texts(values, columns, path))
 
 
 def parquet_texts(path: Path, column: str | None) -> list[str]:
@@ -317,7 +373,7 @@ def dataset_texts(dataset: Dataset, column: str | None, source: object) -> list[
                 f"{source}: column {name!r} holds {dataset.features[name]}, not text; choose another"
             )
     if columns.combine == "one":
-        return [value for value in dataset[columns.names[0]] if value is not None]
+        return ["" if value is None else value for value in dataset[columns.names[0]]]
     values = zip(*(dataset[name] for name in columns.names), strict=True)
     return list(row_texts(((f"row {i + 1}", row) for i, row in enumerate(values)), columns, source))
 

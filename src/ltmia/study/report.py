@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ltmia.artefacts import versions, write_json
+from ltmia.artefacts import read_json, versions, write_json
 from ltmia.evaluation import LT_MIA, Scored, merge, pool, slugify, write_results
 from ltmia.metrics import MetricResult
 from ltmia.study.config import Combo
@@ -29,7 +29,8 @@ def attack_name(classifier: str, n_classifiers: int) -> str:
 
 
 def load_scores(path: Path) -> Scored:
-    return Scored.from_json(json.loads((path / "scores.json").read_text()))
+    fix = f"delete {path} and run the study again (it recomputes that stage)"
+    return Scored.from_json(read_json(path / "scores.json", fix))
 
 
 def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scored:

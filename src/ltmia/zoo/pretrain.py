@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ltmia.artefacts import building, read_manifest, versions, write_json
+from ltmia.artefacts import building, read_manifest, versions, write_json, write_manifest
 from ltmia.corpora import CORPORA, corpus_texts
 from ltmia.data import SEQ_LEN, encode, filter_texts, seeded_order, text_hash
 from ltmia.device import resolve_device
@@ -124,11 +124,9 @@ def build_tokenizer(out: Path, pool: Pool, vocab_size: int):
     directory = out / "tokenizer"
     if read_manifest(directory) is None:
         tokenizer = train_tokenizer(pool.texts, vocab_size)
-        with building(directory) as scratch:
+        with building(directory, what="tokenizer") as scratch:
             tokenizer.save_pretrained(str(scratch))
-            write_json(
-                scratch / "manifest.json", {"artefact": "ltmia-tokenizer", "vocab_size": len(tokenizer)}
-            )
+            write_manifest(scratch, {"artefact": "ltmia-tokenizer", "vocab_size": len(tokenizer)})
     return AutoTokenizer.from_pretrained(str(directory))
 
 
@@ -159,11 +157,11 @@ def pretrain_architecture(
     val = (data[0][:n_val], data[1][:n_val])
     started = time.perf_counter()
     history = train_causal_lm(model, train, val, settings.recipe, on_step)
-    with building(directory) as scratch:
+    with building(directory, what="zoo model") as scratch:
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
-        write_json(
-            scratch / "manifest.json",
+        write_manifest(
+            scratch,
             {
                 "artefact": "ltmia-zoo-model",
                 "architecture": arch,
