@@ -372,15 +372,15 @@ def baselines(
 ) -> None:
     """Score a store's split with every baseline attack (SPEC §5) and print SPEC §7's metrics."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, metrics
-    from ltmia.progress import metrics_table
+    from ltmia.evaluation import baseline_scores, evaluation, render
     from ltmia.store import Store
 
-    results = metrics(baseline_scores(Store(store), split))
-    console.print(metrics_table(results, f"Baselines on {store} ({split})"))
+    result = evaluation(baseline_scores(Store(store), split), f"Baselines on {store} ({split})")
+    console.print(render(result.table(), "rich"))
     if json_out is not None:
-        attacks = {name: result.to_dict() for name, result in results.items()}
-        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks})
+        record = result.record()
+        attacks = record.pop("metrics")
+        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks, **record})
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -521,7 +521,7 @@ def _run_study(
     run_stages(study, cache, device, on_stage, backend, address, workers)
     results = results or Path("results") / study.config.name
     table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
-    console.print(rich_table(table, f"AUC per group, study {study.config.name} (bold: best baseline)"))
+    console.print(rich_table(table, f"AUC per group, study {study.config.name}"))
     console.print(
         f"results in {results}/ (summary.md, results.json, groups/); {time.perf_counter() - started:.0f} s"
     )
@@ -541,16 +541,15 @@ def evaluate(
     """Score stores with LT-MIA and every baseline: JSON + markdown per store and pooled, log-log ROC PNGs."""
     from ltmia.classifier import LTMIA, check_store_compatible
     from ltmia.classifier.checkpoint import classifier_dir
-    from ltmia.evaluation import evaluate_stores
-    from ltmia.progress import metrics_table
+    from ltmia.evaluation import evaluate_stores, render
     from ltmia.store import Store
 
     model = LTMIA.load(classifier_dir(classifier))
     opened = [Store(path) for path in stores]
     for store in opened:
         check_store_compatible(model.record_, store)
-    for title, results in evaluate_stores(opened, out, model, split, group).values():
-        console.print(metrics_table(results, title))
+    for result in evaluate_stores(opened, out, model, split, group).values():
+        console.print(render(result.table(), "rich"))
     console.print(f"tables and ROC plots in {out}/")
 
 
@@ -622,7 +621,7 @@ def audit(
 
 
 def _print_audit(result) -> None:
-    from ltmia.progress import metrics_table
+    from ltmia.evaluation import render
 
     counts = result.counts
     flagged = ", ".join(
@@ -647,7 +646,7 @@ def _print_audit(result) -> None:
         )
     console.print(table)
     if result.metrics is not None:
-        console.print(metrics_table(result.metrics, "Against the given labels"))
+        console.print(render(result.metrics.table(), "rich"))
     console.print(f"scores (a ranking, not probabilities) and report.html in {result.out}/")
 
 
