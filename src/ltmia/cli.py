@@ -437,6 +437,20 @@ def train_command(
     console.print(f"classifier written to {path} ({best})")
 
 
+@app.command("import-published")
+def import_published_command(
+    checkpoint: Annotated[Path, typer.Argument(help="The published classifier file (mia_combined_400k.pt).")],
+    out: Annotated[Path, typer.Option(help="Classifier directory to write (safetensors + JSON).")],
+) -> None:
+    """Convert the published LT-MIA classifier (SPEC §8) into an ltmia classifier directory, read without
+    unpickling anything but tensors, plain values and numpy scalars; use it with evaluate / audit
+    --classifier."""
+    from ltmia.classifier.published import import_published
+
+    path = import_published(checkpoint, out)
+    console.print(f"published classifier written to {path}; use it with --classifier {path}")
+
+
 # ------------------------------------------------------------------------------------------------ study
 CacheOption = Annotated[Path, typer.Option(help="Stage cache, shared by studies (keyed by inputs).")]
 SeedOption = Annotated[int | None, typer.Option(help="Override the study's split seed.")]
