@@ -8,8 +8,10 @@ this spread is the honest error bar of a single run's numbers.
     .venv/bin/python benchmarks/seed_spread.py [--config demo] [--seeds 42 1 2]
 
 Writes ``benchmarks/results/seed_spread_<config>.json`` and prints a markdown table (mean ± std, min-max
-of the AUC per group and attack). Runs go through ``ltmia study run CONFIG --seed S`` with the default
-cache, so seeds already run are read back, not recomputed.
+of the AUC per group and attack, and beside it the mean half-width of the runs' own 95% bootstrap
+intervals, so the two error bars can be compared: the bootstrap covers other texts, the seed other texts,
+other fine-tunes and another classifier run). Runs go through ``ltmia study run CONFIG --seed S`` with
+the default cache, so seeds already run are read back, not recomputed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ltmia.evaluation import Cell, Table, render
+from ltmia.metrics import MetricResult
 
 OUT = Path(__file__).parent / "results"
 
@@ -38,37 +43,42 @@ def run_seed(config: str, seed: int, cache: Path, results: Path) -> dict:
 
 
 def spread(runs: dict[int, dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per group and attack: mean, std, min, max of the AUC across seeds."""
+    """Per group and attack: mean, std, min, max of the AUC across seeds, and the mean half-width of the
+    runs' bootstrap intervals (None for results written before ltmia had them)."""
     first = next(iter(runs.values()))["groups"]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for group, record in first.items():
         for attack in record["metrics"]:
-            aucs = [run["groups"][group]["metrics"][attack]["auc"] for run in runs.values()]
+            results = [
+                MetricResult.from_dict(run["groups"][group]["metrics"][attack]) for run in runs.values()
+            ]
+            aucs = [r.auc for r in results]
+            widths = [(r.auc_ci[1] - r.auc_ci[0]) / 2 for r in results if r.auc_ci is not None]
             table.setdefault(group, {})[attack] = {
                 "mean": statistics.fmean(aucs),
                 "std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
                 "min": min(aucs),
                 "max": max(aucs),
                 "aucs": aucs,
+                "bootstrap_halfwidth": statistics.fmean(widths) if len(widths) == len(aucs) else None,
             }
     return table
 
 
 def markdown(table: dict, seeds: list[int]) -> str:
+    """The spread as one table (ltmia's table renderer): mean ± std over seeds, min-max, bootstrap ±."""
     attacks = list(next(iter(table.values())))
-    lines = [
-        f"AUC mean ± std over seeds {', '.join(map(str, seeds))} (min-max below)",
-        "",
-        "| group | " + " | ".join(attacks) + " |",
-        "|---|" + "---:|" * len(attacks),
-    ]
+    rows = []
     for group, row in table.items():
-        cells = [
-            f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}<br>{row[a]['min']:.3f}-{row[a]['max']:.3f}"
-            for a in attacks
-        ]
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells = [Cell(group)]
+        for a in attacks:
+            entry = row[a]
+            boot = entry["bootstrap_halfwidth"]
+            text = f"{entry['mean']:.3f} ± {entry['std']:.3f} ({entry['min']:.3f}-{entry['max']:.3f})"
+            cells.append(Cell(text + (f" boot ±{boot:.3f}" if boot is not None else "")))
+        rows.append(cells)
+    title = f"AUC mean ± std over seeds {', '.join(map(str, seeds))} (min-max; mean bootstrap half-width)"
+    return render(Table(["group", *attacks], rows, title), "markdown")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from ltmia.attacks import ATTACKS, score
 from ltmia.attacks.ez_mia import ABOVE_ALL
+from ltmia.attacks.wbc import WINDOWS, eq12_windows
 from ltmia.errors import UnknownNameError
 from ltmia.features import lt_features_and_stats
 from ltmia.tokenstats import TokenStats
@@ -166,6 +167,25 @@ def test_wbc_paper_skips_windows_longer_than_n() -> None:
     np.testing.assert_allclose(score("wbc", stats, texts, edge="paper"), [1 / 3, 0.25, 1.0])
     with pytest.raises(ValueError, match="edge"):
         score("wbc", stats, texts, edge="cap")
+
+
+def test_wbc_eq12_window_grid() -> None:
+    """SPEC §8: eq. 12's grid differs from the authors' list at 5 (vs 6), 8, 11, 15, 21, 29."""
+    assert eq12_windows() == (2, 3, 4, 5, 8, 11, 15, 21, 29, 40) and WINDOWS[3] == 6
+    # N = 6, l_T = 1 everywhere, l_R = [0.5, 1.25, 1.25, 1.25, 1.25, 0.5] (sum 6, a tie, no win at w = 6):
+    # w=2 sums [1.75, 2.5, 2.5, 2.5, 1.75] vs 2 -> 3/5; w=3 [3, 3.75, 3.75, 3] vs 3 -> 2/4;
+    # w=4 [4.25, 5, 4.25] vs 4 -> 1; w=5 [5.5, 5.5] vs 5 -> 1; w >= 6 (capped at 6): 6 vs 6 -> 0.
+    loss_r = [0.5, 1.25, 1.25, 1.25, 1.25, 0.5]
+    stats, texts = make_stats([[-1.0] * 6], reference=[[-x for x in loss_r]]), ["t"]
+    authors = (0.6 + 0.5 + 1.0) / 10  # sizes 2, 3, 4, then 6 and up
+    eq12 = (0.6 + 0.5 + 1.0 + 1.0) / 10  # sizes 2, 3, 4, 5, then 8 and up
+    np.testing.assert_allclose(score("wbc", stats, texts), [authors])
+    np.testing.assert_allclose(score("wbc", stats, texts, windows="eq12"), [eq12])
+    # edge="paper" keeps only the sizes that fit N = 6: (2, 3, 4, 6) vs (2, 3, 4, 5)
+    np.testing.assert_allclose(score("wbc", stats, texts, edge="paper"), [2.1 / 4])
+    np.testing.assert_allclose(score("wbc", stats, texts, edge="paper", windows="eq12"), [3.1 / 4])
+    with pytest.raises(ValueError, match="windows"):
+        score("wbc", stats, texts, windows="log")
 
 
 def test_score_rejects_mismatched_or_empty_texts() -> None:

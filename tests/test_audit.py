@@ -82,6 +82,10 @@ def test_members_score_higher_than_non_members(audited):
     metrics = json.loads((audited / "metrics.json").read_text())["metrics"]
     assert {"lt_mia", "loss", "ref_loss", "ez_mia", "wbc"} <= set(metrics)
     assert metrics["lt_mia"]["n_members"] == 40 == metrics["lt_mia"]["n_nonmembers"]
+    low, high = metrics["lt_mia"]["auc_ci"]
+    assert low <= metrics["lt_mia"]["auc"] <= high
+    page = (audited / "report.html").read_text()
+    assert f"[{low:.3f}, {high:.3f}]" in page and "stratified bootstrap interval" in page
     csv_lines = (audited / "scores.csv").read_text().splitlines()
     assert len(csv_lines) == 81 and csv_lines[0].startswith("rank,index,lt_mia_score,lt_mia_logit")
     record = json.loads((audited / "audit.json").read_text())

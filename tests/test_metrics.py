@@ -1,12 +1,27 @@
-"""Metrics (SPEC §7): AUC against sklearn, interpolated TPR at low FPR against hand arithmetic."""
+"""Metrics (SPEC §7): AUC against sklearn, interpolated TPR at low FPR against hand arithmetic, and the
+stratified, paired bootstrap against resampled sets built by hand."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ltmia.metrics import MetricResult, auc, evaluate, roc_curve, tpr_at_fpr
+from ltmia.metrics import (
+    Bootstrap,
+    MetricResult,
+    RankedScores,
+    auc,
+    evaluate,
+    evaluate_bootstrap,
+    paired_difference,
+    resample_counts,
+    roc_curve,
+    tpr_at_fpr,
+    weighted_metrics,
+)
 
 
 def tied_case() -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +65,6 @@ def test_evaluate_reports_counts_and_measurability() -> None:
     assert result.tpr_at_1pct == pytest.approx(1.0)
     assert result.auc == pytest.approx(roc_auc_score(labels, scores))
     assert not result.tpr_at_01pct_measurable
-    assert result.format_tpr01() == "0.400 (n<1000: not measurable)"
     assert result.to_dict() == {
         "auc": result.auc,
         "tpr_at_1pct": result.tpr_at_1pct,
@@ -61,7 +75,6 @@ def test_evaluate_reports_counts_and_measurability() -> None:
     }
     measured = MetricResult(auc=0.9, tpr_at_1pct=0.5, tpr_at_01pct=0.1234, n_members=5, n_nonmembers=1000)
     assert measured.tpr_at_01pct_measurable
-    assert measured.format_tpr01() == "0.123"
 
 
 def test_evaluate_rejects_bad_input() -> None:
@@ -73,3 +86,110 @@ def test_evaluate_rejects_bad_input() -> None:
         evaluate([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN or infinite"):
         evaluate([0, 1], [0.1, np.nan])
+
+
+def separable(n: int = 200, shift: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n), np.zeros(n)].astype(int)
+    return labels, labels * shift + rng.normal(size=2 * n)
+
+
+def test_replicate_metrics_equal_the_metrics_of_the_resampled_sets() -> None:
+    """The counts formulation is exact: each replicate equals `evaluate` on the set it stands for."""
+    rng = np.random.default_rng(3)
+    for n_members, n_nonmembers, shift in [(30, 500, 1.0), (200, 150, 0.3), (50, 60, 8.0)]:
+        labels = np.r_[np.ones(n_members), np.zeros(n_nonmembers)].astype(int)
+        scores = np.round(labels * shift + rng.normal(size=labels.size), 1)  # rounding makes ties
+        ranked = RankedScores.of(scores[:n_members], scores[n_members:])
+        members, nonmembers = resample_counts(rng, n_members, 8), resample_counts(rng, n_nonmembers, 8)
+        replicates = weighted_metrics(ranked, members, nonmembers)
+        for b in range(8):
+            rows = np.r_[
+                np.repeat(np.arange(n_members), members[b]),
+                n_members + np.repeat(np.arange(n_nonmembers), nonmembers[b]),
+            ]
+            r = evaluate(labels[rows], scores[rows])
+            np.testing.assert_allclose(replicates[b], [r.auc, r.tpr_at_1pct, r.tpr_at_01pct], atol=1e-12)
+
+
+def test_resampling_is_stratified() -> None:
+    counts = resample_counts(np.random.default_rng(0), 7, 50)
+    assert counts.shape == (50, 7) and (counts.sum(1) == 7).all()
+    assert len({tuple(row) for row in counts}) > 40  # the resamples differ
+
+
+def test_bootstrap_is_seeded() -> None:
+    labels, scores = separable()
+    first = evaluate_bootstrap(labels, {"x": scores}, Bootstrap(replicates=200, seed=1))
+    again = evaluate_bootstrap(labels, {"x": scores}, Bootstrap(replicates=200, seed=1))
+    other = evaluate_bootstrap(labels, {"x": scores}, Bootstrap(replicates=200, seed=2))
+    np.testing.assert_array_equal(first.replicates["x"], again.replicates["x"])
+    assert first.results == again.results
+    assert first.results["x"].auc_ci != other.results["x"].auc_ci
+
+
+def test_interval_contains_the_point_estimate() -> None:
+    labels, scores = separable()
+    result = evaluate_bootstrap(labels, {"x": scores}).results["x"]
+    assert result.auc == evaluate(labels, scores).auc  # the point estimate is the plain one
+    for metric in ("auc", "tpr_at_1pct"):
+        low, high = result.interval(metric)
+        assert low < getattr(result, metric) < high
+    low, high = result.auc_ci
+    assert 0.02 < high - low < 0.15  # 200 + 200 texts at AUC ~0.76: about +-0.05
+
+
+def test_perfect_separation_gives_a_degenerate_interval() -> None:
+    labels = np.r_[np.ones(50), np.zeros(50)].astype(int)
+    scores = labels + np.random.default_rng(0).uniform(0, 0.5, 100)
+    result = evaluate_bootstrap(labels, {"x": scores}).results["x"]
+    assert result.auc == 1.0 and result.auc_ci == (1.0, 1.0)
+    assert result.tpr_at_1pct_ci == (1.0, 1.0)
+
+
+def test_paired_difference_of_an_attack_with_itself_is_exactly_zero() -> None:
+    labels, scores = separable()
+    for difference in paired_difference(labels, scores, scores.copy()).values():
+        assert (difference.delta, difference.low, difference.high) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_is_narrower_than_the_marginal_intervals() -> None:
+    """Two attacks whose errors are shared: the paired interval of a - b sees only what differs."""
+    labels, scores = separable()
+    better = scores + 0.3 * labels
+    boot = evaluate_bootstrap(labels, {"a": better, "b": scores})
+    difference = boot.difference("a", "b")["auc"]
+    assert difference.delta == pytest.approx(boot.results["a"].auc - boot.results["b"].auc)
+    assert 0 < difference.low < difference.delta < difference.high
+    widths = [r.auc_ci[1] - r.auc_ci[0] for r in boot.results.values()]
+    assert difference.high - difference.low < min(widths) / 2
+
+
+def test_bootstrap_of_a_hand_checkable_case() -> None:
+    """Members {3, 1}, non-members {2, 0}: each class resamples to {x, x}, {x, y} or {y, y} with odds
+    1/4, 1/2, 1/4. AUC is 0 only for members {1, 1} against non-members {2, 2} (1/16), and 1 for members
+    {3, 3} (1/4), members {3, 1} against {0, 0} (1/8) or members {1, 1} against {0, 0} (1/16): 7/16. Both
+    tails hold more than 2.5%, so the 95% interval is [0, 1]."""
+    labels, scores = np.array([1, 1, 0, 0]), np.array([3.0, 1.0, 2.0, 0.0])
+    boot = evaluate_bootstrap(labels, {"x": scores}, Bootstrap(replicates=4000, seed=0))
+    aucs = boot.replicates["x"][:, 0]
+    assert set(np.unique(aucs)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert np.mean(aucs == 0.0) == pytest.approx(1 / 16, abs=0.015)
+    assert np.mean(aucs == 1.0) == pytest.approx(7 / 16, abs=0.03)
+    assert boot.results["x"].auc == 0.75 and boot.results["x"].auc_ci == (0.0, 1.0)
+
+
+def test_metric_records_round_trip_and_old_records_still_read() -> None:
+    labels, scores = separable(50)
+    result = evaluate_bootstrap(labels, {"x": scores}, Bootstrap(replicates=50)).results["x"]
+    assert MetricResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    old = {"auc": 0.8, "tpr_at_1pct": 0.1, "tpr_at_01pct": 0.0, "n_members": 5, "n_nonmembers": 5}
+    read = MetricResult.from_dict({**old, "tpr_at_01pct_measurable": False})
+    assert read.auc_ci is None and read.to_dict() == {**old, "tpr_at_01pct_measurable": False}
+
+
+def test_bootstrap_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="replicates"):
+        Bootstrap(replicates=1)
+    with pytest.raises(ValueError, match="level"):
+        Bootstrap(level=1.0)

@@ -217,11 +217,14 @@ def test_cli_extract_then_baselines(tmp_path, target):
     numbers = tmp_path / "baselines.json"
     result = CliRunner().invoke(app, ["baselines", str(out), "--json", str(numbers)])
     assert result.exit_code == 0, result.output
-    assert all(name in result.output for name in ATTACKS) and "n<1000" in result.output
-    attacks = json.loads(numbers.read_text())["attacks"]
+    output = " ".join(result.output.split())  # rich wraps at the terminal width
+    assert all(name in output for name in ATTACKS) and "fewer than 1,000 non-members" in output
+    record = json.loads(numbers.read_text())
+    attacks = record["attacks"]
     assert set(attacks) == set(ATTACKS) and all(
-        a["n_members"] == 2 == a["n_nonmembers"] for a in attacks.values()
+        a["n_members"] == 2 == a["n_nonmembers"] and len(a["auc_ci"]) == 2 for a in attacks.values()
     )
+    assert record["bootstrap"]["replicates"] == 1000 and "auc" in record["comparisons"]
 
 
 def test_extract_refuses_a_reference_with_other_token_ids(tmp_path, tiny_base, tokenizer, docstrings):

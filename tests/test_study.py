@@ -241,17 +241,23 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     table = write_report(study, cache, results)
     assert set(table) == {"in-distribution", "held-out"}
     for row in table.values():
-        assert {"lt_mia", "loss", "zlib", "min_k", "min_k_pp", "ref_loss", "ez_mia", "wbc"} <= set(row)
-        assert all(0.0 <= result.auc <= 1.0 for result in row.values())
-    held_out = table["held-out"]["loss"]
+        assert {"lt_mia", "loss", "zlib", "min_k", "min_k_pp", "ref_loss", "ez_mia", "wbc"} <= set(
+            row.results
+        )
+        for result in row.results.values():
+            assert result.auc_ci[0] <= result.auc <= result.auc_ci[1]
+    held_out = table["held-out"].results["loss"]
     assert held_out.n_members == held_out.n_nonmembers == 40  # all pairs of an evaluation combo
-    in_dist = table["in-distribution"]["loss"]
+    in_dist = table["in-distribution"].results["loss"]
     assert in_dist.n_members == in_dist.n_nonmembers == 2  # the 5% test pairs of 40
     record = json.loads((results / "results.json").read_text())
     assert record["config_hash"] == study.config.config_hash
     group = record["groups"]["held-out"]
     assert group["versions"]["torch"] and group["seeds"]["splits"] == 42
     assert len(next(iter(group["combos"].values()))["fingerprint"]) == 64
+    assert group["bootstrap"]["replicates"] == 1000 and group["metrics"]["loss"]["auc_ci"]
+    best = group["comparisons"]["auc"]
+    assert best["best"] != best["runner_up"] and best["low"] <= best["high"]
     summary = (results / "summary.md").read_text()
     assert "| held-out | 40/40 |" in summary and "## TPR@0.1%FPR" in summary
     assert (results / "groups" / "held-out-roc.png").stat().st_size > 1000

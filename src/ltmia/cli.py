@@ -431,8 +431,7 @@ def baselines(
     """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
     (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, merge, metrics, store_split
-    from ltmia.progress import metrics_table
+    from ltmia.evaluation import baseline_scores, evaluation, merge, render, store_split
     from ltmia.store import Store
 
     opened = Store(store)
@@ -453,11 +452,12 @@ def baselines(
             models = store_models(opened, device, batch_size, trust_remote_code=trust_remote_code)
             parts.append(costly_scores(opened, split, costly, options, models))
         scored = merge(parts)
-    results = metrics(scored)
-    console.print(metrics_table(results, f"Baselines on {store} ({split})"))
+    result = evaluation(scored, f"Baselines on {store} ({split})")
+    console.print(render(result.table(), "rich"))
     if json_out is not None:
-        attacks_record = {name: result.to_dict() for name, result in results.items()}
-        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks_record})
+        record = result.record()
+        attacks_record = record.pop("metrics")
+        write_json(json_out, {"store": str(store), "split": split, "attacks": attacks_record, **record})
 
 
 def costly_table(names: list[str], options, seq_len: int, n_texts: int) -> Table:
@@ -550,6 +550,20 @@ def train_command(
     console.print(f"classifier written to {path} ({best})")
 
 
+@app.command("import-published")
+def import_published_command(
+    checkpoint: Annotated[Path, typer.Argument(help="The published classifier file (mia_combined_400k.pt).")],
+    out: Annotated[Path, typer.Option(help="Classifier directory to write (safetensors + JSON).")],
+) -> None:
+    """Convert the published LT-MIA classifier (SPEC §8) into an ltmia classifier directory, read without
+    unpickling anything but tensors, plain values and numpy scalars; use it with evaluate / audit
+    --classifier."""
+    from ltmia.classifier.published import import_published
+
+    path = import_published(checkpoint, out)
+    console.print(f"published classifier written to {path}; use it with --classifier {path}")
+
+
 # ------------------------------------------------------------------------------------------------ study
 CacheOption = Annotated[Path, typer.Option(help="Stage cache, shared by studies (keyed by inputs).")]
 SeedOption = Annotated[int | None, typer.Option(help="Override the study's split seed.")]
@@ -634,7 +648,7 @@ def _run_study(
     run_stages(study, cache, device, on_stage, backend, address, workers)
     results = results or Path("results") / study.config.name
     table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
-    console.print(rich_table(table, f"AUC per group, study {study.config.name} (bold: best baseline)"))
+    console.print(rich_table(table, f"AUC per group, study {study.config.name}"))
     console.print(
         f"results in {results}/ (summary.md, results.json, groups/); {time.perf_counter() - started:.0f} s"
     )
@@ -654,16 +668,15 @@ def evaluate(
     """Score stores with LT-MIA and every baseline: JSON + markdown per store and pooled, log-log ROC PNGs."""
     from ltmia.classifier import LTMIA, check_store_compatible
     from ltmia.classifier.checkpoint import classifier_dir
-    from ltmia.evaluation import evaluate_stores
-    from ltmia.progress import metrics_table
+    from ltmia.evaluation import evaluate_stores, render
     from ltmia.store import Store
 
     model = LTMIA.load(classifier_dir(classifier))
     opened = [Store(path) for path in stores]
     for store in opened:
         check_store_compatible(model.record_, store)
-    for title, results in evaluate_stores(opened, out, model, split, group).values():
-        console.print(metrics_table(results, title))
+    for result in evaluate_stores(opened, out, model, split, group).values():
+        console.print(render(result.table(), "rich"))
     console.print(f"tables and ROC plots in {out}/")
 
 
@@ -735,7 +748,8 @@ def audit(
 
 
 def _print_audit(result) -> None:
-    from ltmia.progress import metrics_table, printable
+    from ltmia.evaluation import render
+    from ltmia.progress import printable
 
     counts = result.counts
     flagged = ", ".join(
@@ -763,7 +777,7 @@ def _print_audit(result) -> None:
         )
     console.print(table)
     if result.metrics is not None:
-        console.print(metrics_table(result.metrics, "Against the given labels"))
+        console.print(render(result.metrics.table(), "rich"))
     console.print(f"scores (a ranking, not probabilities) and report.html in {result.out}/")
 
 

@@ -1,8 +1,11 @@
 """Evaluation (SPEC §7): score stores with LT-MIA and every baseline, pool them into groups, write results.
 
-One place turns per-row scores into what a reader sees: a JSON record, a markdown table and a log-log ROC
-plot per store or group. ``ltmia evaluate``, the study runner and the audit all write through it, so their
-tables look alike and are computed alike.
+One place turns per-row scores into what a reader sees: a JSON record, a table and a log-log ROC plot per
+store or group. ``ltmia evaluate``, ``ltmia baselines``, the study report and the audit all go through it,
+so their numbers are computed alike, and every table is built as a `Table` and drawn by `render` (markdown,
+HTML or the terminal), so they look alike: each number with its bootstrap interval (``ltmia.metrics``), a
+best value in bold only when its interval excludes the runner-up's value, and the paired-bootstrap
+difference between the best attack and the runner-up.
 
 A group pools the rows of its stores into one ROC (every member/non-member of every combo in the group),
 which is how a single attack threshold would be used across them; the per-store tables sit beside it.
@@ -10,18 +13,31 @@ which is how a single attack threshold would be used across them; the per-store 
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no display backend needed
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from ltmia.artefacts import write_json
 from ltmia.attacks import ATTACKS, score
 from ltmia.errors import InputError
-from ltmia.metrics import MetricResult, evaluate, roc_curve
+from ltmia.metrics import (
+    METRICS,
+    MIN_NONMEMBERS_FOR_01PCT,
+    Bootstrap,
+    Difference,
+    MetricResult,
+    evaluate,
+    evaluate_bootstrap,
+    roc_curve,
+)
 from ltmia.store import Store
 
 LT_MIA = "lt_mia"
@@ -99,9 +115,58 @@ def pool(name: str, parts: Sequence[Scored]) -> Scored:
     )
 
 
-def metrics(scored: Scored) -> dict[str, MetricResult]:
-    """SPEC §7 metrics of every attack in ``scored``; a one-class set, or a NaN or infinite score (no
-    ranking exists), is an InputError naming the attack and the rows."""
+LABELS = {"auc": "AUC", "tpr_at_1pct": "TPR@1%FPR", "tpr_at_01pct": "TPR@0.1%FPR"}
+DEFAULT_BOOTSTRAP = Bootstrap()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best attack of one metric against the runner-up: paired-bootstrap difference best - runner-up."""
+
+    metric: str
+    best: str
+    runner_up: str
+    difference: Difference
+
+    def to_dict(self) -> dict:
+        return {"best": self.best, "runner_up": self.runner_up, **self.difference.to_dict()}
+
+    def text(self) -> str:
+        d = self.difference
+        return f"{self.best} − {self.runner_up} {d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+
+
+@dataclass
+class Evaluation:
+    """SPEC §7 metrics of every attack on one scored set, with intervals and best-vs-runner-up comparisons
+    (both absent when ``bootstrap`` is None)."""
+
+    title: str
+    results: dict[str, MetricResult]
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+    bootstrap: Bootstrap | None = None
+
+    def record(self) -> dict:
+        """The JSON form: metrics, and the bootstrap and comparisons when there are intervals."""
+        record: dict = {"title": self.title, "metrics": {a: r.to_dict() for a, r in self.results.items()}}
+        if self.bootstrap is not None:
+            record["bootstrap"] = self.bootstrap.record()
+            record["comparisons"] = {m: c.to_dict() for m, c in self.comparisons.items()}
+        return record
+
+    def table(self) -> Table:
+        """Attacks as rows, best AUC first: the table of `ltmia evaluate`, `baselines` and the audit."""
+        return metrics_table(self.results, self.title, list(self.comparisons.values()), self.bootstrap)
+
+
+def ranked(results: Mapping[str, MetricResult], metric: str) -> list[str]:
+    """Attacks by ``metric``, highest first (ties keep their order)."""
+    return sorted(results, key=lambda attack: -getattr(results[attack], metric))
+
+
+def evaluation(scored: Scored, title: str, bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP) -> Evaluation:
+    """SPEC §7 metrics of every attack in ``scored`` (intervals unless ``bootstrap`` is None); a one-class
+    set, or a NaN or infinite score (no ranking exists), is an InputError naming the attack and the rows."""
     if scored.labels.size == 0 or scored.labels.min() == scored.labels.max():
         raise InputError(
             f"{scored.name} holds only one class; membership metrics need members and non-members"
@@ -115,22 +180,184 @@ def metrics(scored: Scored) -> dict[str, MetricResult]:
                 "or classifier holds non-finite numbers: check them with ltmia --verify, or extract / train "
                 "them again"
             )
-    return {attack: evaluate(scored.labels, values) for attack, values in scored.scores.items()}
+    if bootstrap is None:
+        results = {attack: evaluate(scored.labels, values) for attack, values in scored.scores.items()}
+        return Evaluation(title, results)
+    boot = evaluate_bootstrap(scored.labels, scored.scores, bootstrap)
+    comparisons = {}
+    for metric in METRICS:
+        order = ranked(boot.results, metric)
+        if len(order) > 1 and not unmeasurable(boot.results[order[0]], metric):
+            best, runner_up = order[:2]
+            difference = boot.difference(best, runner_up)[metric]
+            comparisons[metric] = Comparison(metric, best, runner_up, difference)
+    return Evaluation(title, boot.results, comparisons, bootstrap)
 
 
-def markdown_table(results: Mapping[str, MetricResult], title: str | None = None) -> str:
-    """The metrics as a markdown table, best AUC first; an unmeasurable TPR@0.1% says so."""
-    lines = [f"### {title}", ""] if title else []
-    lines += [
-        "| attack | AUC | TPR@1%FPR | TPR@0.1%FPR | members | non-members |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for attack, r in sorted(results.items(), key=lambda item: -item[1].auc):
-        lines.append(
-            f"| {attack} | {r.auc:.3f} | {r.tpr_at_1pct:.3f} | {r.format_tpr01()} | {r.n_members} | "
-            f"{r.n_nonmembers} |"
+def metrics(scored: Scored, bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP) -> dict[str, MetricResult]:
+    """SPEC §7 metrics (with intervals unless ``bootstrap`` is None) of every attack in ``scored``."""
+    return evaluation(scored, scored.name, bootstrap).results
+
+
+# --- tables: one model, one renderer ------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    """A table as data: ``columns``, ``rows`` of cells, the first ``label_columns`` names (left-aligned), the
+    rest numbers (right-aligned); ``notes`` explain its marks. `render` draws it."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    title: str | None = None
+    notes: list[str] = field(default_factory=list)
+    label_columns: int = 1
+
+
+def render(table: Table, form: Literal["markdown", "html", "rich"]) -> str | RichTable:
+    """``table`` as markdown (files), an HTML fragment (the audit report; every cell escaped) or a rich
+    table (the terminal)."""
+    numeric = [i >= table.label_columns for i in range(len(table.columns))]
+    if form == "markdown":
+
+        def md(cell: Cell) -> str:
+            text = cell.text.replace("|", "\\|")
+            return f"**{text}**" if cell.bold else text
+
+        lines = [f"### {table.title}", ""] if table.title else []
+        lines += [
+            "| " + " | ".join(table.columns) + " |",
+            "|" + "".join("---:|" if right else "---|" for right in numeric),
+            *("| " + " | ".join(md(cell) for cell in row) + " |" for row in table.rows),
+        ]
+        return "\n".join(lines + (["", *table.notes] if table.notes else [])) + "\n"
+    if form == "html":
+
+        def td(cell: Cell, right: bool) -> str:
+            text = f"<b>{html.escape(cell.text)}</b>" if cell.bold else html.escape(cell.text)
+            return f'<td class="num">{text}</td>' if right else f"<td>{text}</td>"
+
+        head = "".join(f"<th>{html.escape(name)}</th>" for name in table.columns)
+        rows = "".join(
+            "<tr>" + "".join(td(c, r) for c, r in zip(row, numeric, strict=True)) + "</tr>"
+            for row in table.rows
         )
-    return "\n".join(lines) + "\n"
+        notes = "".join(f"<p>{html.escape(note)}</p>" for note in table.notes)
+        return f"<table><tr>{head}</tr>{rows}</table>{notes}"
+    if form == "rich":
+        out = RichTable(title=table.title, caption="\n".join(table.notes) or None, caption_justify="left")
+        for name, right in zip(table.columns, numeric, strict=True):
+            out.add_column(name, justify="right" if right else "left")
+        for row in table.rows:
+            out.add_row(*(Text(cell.text, style="bold" if cell.bold else "") for cell in row))
+        return out
+    raise ValueError(f"unknown table form {form!r}")
+
+
+def unmeasurable(result: MetricResult, metric: str) -> bool:
+    return metric == "tpr_at_01pct" and not result.tpr_at_01pct_measurable
+
+
+def metric_text(result: MetricResult, metric: str) -> str:
+    """ "0.915 [0.898, 0.931]": the value, † when it is not a measurement (SPEC §7), its interval if any."""
+    text = f"{getattr(result, metric):.3f}" + ("†" if unmeasurable(result, metric) else "")
+    interval = result.interval(metric)
+    return text if interval is None else f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def clear_best(results: Mapping[str, MetricResult], metric: str) -> str | None:
+    """The attack with the highest ``metric`` when its interval excludes the runner-up's point estimate
+    (and the number is a measurement); else None: no value is shown as best without evidence."""
+    order = ranked(results, metric)
+    if len(order) < 2:
+        return None
+    best, runner_up = (getattr(results[a], metric) for a in order[:2])
+    interval = results[order[0]].interval(metric)
+    if interval is None or unmeasurable(results[order[0]], metric):
+        return None
+    return order[0] if best > runner_up and interval[0] > runner_up else None
+
+
+def notes(results: Sequence[MetricResult], bootstrap: Bootstrap | None, bold: str) -> list[str]:
+    """What the marks of a metric table mean."""
+    out = []
+    if bootstrap is not None:
+        out.append(
+            f"[low, high]: {bootstrap.level:.0%} stratified bootstrap interval ({bootstrap.replicates} "
+            f"resamples of members and non-members, seed {bootstrap.seed}). Bold: {bold}, only when its "
+            "interval excludes the runner-up's value."
+        )
+    if any(unmeasurable(r, "tpr_at_01pct") for r in results):
+        out.append(
+            f"†: TPR@0.1% from fewer than {MIN_NONMEMBERS_FOR_01PCT:,} non-members, not a measurement "
+            "(SPEC §7)."
+        )
+    return out
+
+
+def metrics_table(
+    results: Mapping[str, MetricResult],
+    title: str | None = None,
+    comparisons: Sequence[Comparison] = (),
+    bootstrap: Bootstrap | None = None,
+) -> Table:
+    """One row per attack, best AUC first: the three metrics with intervals, the class counts."""
+    best = {metric: clear_best(results, metric) for metric in METRICS}
+    rows = [
+        [
+            Cell(attack),
+            *(Cell(metric_text(r, m), bold=best[m] == attack) for m in METRICS),
+            Cell(str(r.n_members)),
+            Cell(str(r.n_nonmembers)),
+        ]
+        for attack, r in ((a, results[a]) for a in ranked(results, "auc"))
+    ]
+    table_notes = notes(list(results.values()), bootstrap, "the best of its column")
+    if comparisons:
+        table_notes.append(
+            "Best − runner-up, paired bootstrap: "
+            + "; ".join(f"{LABELS[c.metric]} {c.text()}" for c in comparisons)
+            + "."
+        )
+    columns = ["attack", *LABELS.values(), "members", "non-members"]
+    return Table(columns, rows, title, table_notes)
+
+
+def comparison_table(
+    rows: Mapping[str, Evaluation],
+    metric: str,
+    attacks: Sequence[str],
+    extra: Mapping[str, str] | None = None,
+) -> Table:
+    """One row per evaluation (a study's groups), one column per attack, for one metric; then the paired
+    best - runner-up difference, and ``extra`` (e.g. the paper's figure) when given."""
+    columns = ["group", "n (m/nm)", *attacks, "best − runner-up"] + (["paper LT-MIA"] if extra else [])
+    table_rows = []
+    for name, evaluation in rows.items():
+        results = {a: evaluation.results[a] for a in attacks if a in evaluation.results}
+        best = clear_best(results, metric)
+        first = next(iter(results.values()))
+        comparison = evaluation.comparisons.get(metric)
+        row = [
+            Cell(name),
+            Cell(f"{first.n_members}/{first.n_nonmembers}"),
+            *(
+                Cell(metric_text(results[a], metric), bold=best == a) if a in results else Cell("")
+                for a in attacks
+            ),
+            Cell(comparison.text() if comparison else ""),
+        ]
+        table_rows.append(row + ([Cell(extra.get(name, ""))] if extra else []))
+    bootstraps = [e.bootstrap for e in rows.values() if e.bootstrap is not None]
+    results = [r for e in rows.values() for r in e.results.values()]
+    table_notes = notes(results, bootstraps[0] if bootstraps else None, "the best of its row")
+    return Table(columns, table_rows, notes=table_notes, label_columns=2)
 
 
 def plot_roc(scored: Scored, path: Path, title: str) -> Path:
@@ -140,7 +367,7 @@ def plot_roc(scored: Scored, path: Path, title: str) -> Path:
     floor = 1.0 / max(1, int((scored.labels == 0).sum()))
     for attack, values in sorted(scored.scores.items()):
         fpr, tpr = roc_curve(scored.labels, values)
-        result = evaluate(scored.labels, values)
+        result = evaluate(scored.labels, values)  # point estimate only: the legend has no room for more
         ax.plot(
             np.maximum(fpr, floor / 2),
             np.maximum(tpr, floor / 2),
@@ -166,16 +393,21 @@ def plot_roc(scored: Scored, path: Path, title: str) -> Path:
 
 
 def write_results(
-    scored: Scored, out: Path, slug: str, title: str, extra: dict | None = None
-) -> dict[str, MetricResult]:
-    """``<slug>.json`` (metrics + ``extra``), ``<slug>.md`` and ``<slug>-roc.png`` under ``out``."""
-    results = metrics(scored)
-    record = {"title": title, "metrics": {a: r.to_dict() for a, r in results.items()}, **(extra or {})}
+    scored: Scored,
+    out: Path,
+    slug: str,
+    title: str,
+    extra: dict | None = None,
+    bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP,
+) -> Evaluation:
+    """``<slug>.json`` (metrics with intervals and comparisons, + ``extra``), ``<slug>.md`` and
+    ``<slug>-roc.png`` under ``out``."""
+    result = evaluation(scored, title, bootstrap)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"{slug}.json", record)
-    (out / f"{slug}.md").write_text(markdown_table(results, title))
+    write_json(out / f"{slug}.json", {**result.record(), **(extra or {})})
+    (out / f"{slug}.md").write_text(render(result.table(), "markdown"))
     plot_roc(scored, out / f"{slug}-roc.png", title)
-    return results
+    return result
 
 
 def evaluate_stores(
@@ -184,11 +416,11 @@ def evaluate_stores(
     classifier=None,
     split: str | None = "test",
     group: str | None = None,
-) -> dict[str, tuple[str, dict[str, MetricResult]]]:
+) -> dict[str, Evaluation]:
     """Score each store's ``split`` with every baseline (and LT-MIA when a classifier is given); write
     per-store results and, for several stores or a named ``group``, the pooled group results.
 
-    Returns {name: (title, {attack: metrics})} for each table written.
+    Returns {name: evaluation} for each table written.
     """
     written = {}
     parts = []
@@ -197,13 +429,13 @@ def evaluate_stores(
         if classifier is not None:
             scored = merge([scored, lt_mia_scores(classifier, store, split)])
         slug, title = store.path.name, f"{store.path.name} ({split or 'all'} rows)"
-        written[slug] = (title, write_results(scored, out, slug, title))
+        written[slug] = write_results(scored, out, slug, title)
         parts.append(scored)
     if group or len(parts) > 1:
         name = group or "all stores"
         title = f"{name} ({len(parts)} stores, pooled)"
         extra = {"stores": [str(s.path) for s in stores]}
-        written[name] = (title, write_results(pool(name, parts), out, slugify(name), title, extra))
+        written[name] = write_results(pool(name, parts), out, slugify(name), title, extra)
     (out / "scores.json").write_text(json.dumps([p.to_json() for p in parts]))
     return written
 

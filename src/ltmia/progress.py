@@ -1,4 +1,4 @@
-"""Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s) and metric tables.
+"""Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s).
 
 Off a terminal (CI logs, pipes, ``nohup``) the live display is disabled, because rich would hold everything
 printed during it until the end; plain progress lines are printed instead (every ``log_every`` steps, or
@@ -29,10 +29,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
-
-from ltmia.metrics import MetricResult
 
 TEXT_LINE_SECONDS = 30.0
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -130,18 +127,3 @@ def text_bar(console: Console, description: str) -> Iterator[Callable[[int, int]
                 )
 
         yield on_texts
-
-
-def metrics_table(results: dict[str, MetricResult], title: str) -> Table:
-    """SPEC §7 metrics of several attacks as one table, best AUC first."""
-    table = Table("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members", title=title)
-    for name, result in sorted(results.items(), key=lambda item: -item[1].auc):
-        table.add_row(
-            name,
-            f"{result.auc:.3f}",
-            f"{result.tpr_at_1pct:.3f}",
-            result.format_tpr01(),
-            str(result.n_members),
-            str(result.n_nonmembers),
-        )
-    return table

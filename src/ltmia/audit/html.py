@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 
 from ltmia.artefacts import write_text
 from ltmia.audit.explain import Explanation
-from ltmia.metrics import MetricResult
+from ltmia.evaluation import Evaluation
+from ltmia.evaluation import render as render_table
 
 if TYPE_CHECKING:
     from ltmia.audit.run import AuditResult
@@ -126,17 +127,9 @@ def distribution_png(table: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def metrics_html(results: dict[str, MetricResult]) -> str:
-    """SPEC §7 metrics as a table, best AUC first (the columns of ``ltmia.evaluation.markdown_table``)."""
-    head = "".join(
-        f"<th>{name}</th>" for name in ("attack", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "members", "non-members")
-    )
-    rows = "".join(
-        f"<tr><td>{esc(attack)}</td><td>{r.auc:.3f}</td><td>{r.tpr_at_1pct:.3f}</td>"
-        f"<td>{esc(r.format_tpr01())}</td><td>{r.n_members}</td><td>{r.n_nonmembers}</td></tr>"
-        for attack, r in sorted(results.items(), key=lambda item: -item[1].auc)
-    )
-    return f"<table><tr>{head}</tr>{rows}</table>"
+def metrics_html(metrics: Evaluation) -> str:
+    """SPEC §7 metrics with intervals: the table of ``ltmia evaluate``, drawn as HTML (cells escaped)."""
+    return render_table(metrics.table(), "html")
 
 
 def heat(value: float | None, scale: float) -> str:

@@ -31,9 +31,16 @@ from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
 from ltmia.data import Kind, resolve_bos
 from ltmia.errors import InputError, OutputExistsError
-from ltmia.evaluation import LT_MIA, Scored, baseline_scores, lt_mia_scores, merge, write_results
+from ltmia.evaluation import (
+    LT_MIA,
+    Evaluation,
+    Scored,
+    baseline_scores,
+    lt_mia_scores,
+    merge,
+    write_results,
+)
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.metrics import MetricResult
 from ltmia.models import adapter_base, load_tokenizer
 from ltmia.sources import default_bos, model_spec
 from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
@@ -72,14 +79,15 @@ class AuditSettings:
 
 @dataclass
 class AuditResult:
-    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics when
-    labels were given, explanations of the top texts, counts of skipped / flagged texts, the output dir."""
+    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics (with
+    bootstrap intervals) when labels were given, explanations of the top texts, counts of skipped /
+    flagged texts, the output dir."""
 
     out: Path
     table: list[dict]
     counts: dict[str, int]
     explanations: list[Explanation] = field(default_factory=list)
-    metrics: dict[str, MetricResult] | None = None
+    metrics: Evaluation | None = None
     record: dict = field(default_factory=dict)
 
 
