@@ -106,3 +106,21 @@ def test_power_is_alpha_without_an_effect_and_grows_with_n():
     # AUC 0.55 against 40 non-members: even infinitely many candidates leave the n0 part of the variance
     weak = RankTest(0.0, 0.5, 0.55, (0.4, 0.7), 40, 40, "greater", 1 / 12, 1 / 12)
     assert n_needed(weak, 0.05, 0.99) is None and n_needed(weak, 0.05, 0.99, balanced=True) is not None
+
+
+def test_bh_and_fpr_selections_keep_their_error_rates_over_many_draws():
+    """Exchangeable non-members: the realised FDR of BH and the per-text FPR stay at their levels (the
+    promise ``ltmia audit --non-members`` makes; benchmarks/audit_calibration.py checks it on real stores)."""
+    rng = np.random.default_rng(1)
+    truth = np.arange(50) < 25  # 25 members (scores shifted up), 25 non-member candidates
+    fdp, fpr = [], []
+    for _ in range(400):
+        candidates = rng.normal(0, 1, 50) + 1.5 * truth
+        known = rng.normal(0, 1, 100)
+        chosen = select(candidates, known, "fdr", 0.2).selected
+        fdp.append((chosen & ~truth).sum() / max(1, chosen.sum()))
+        fpr.append(select(candidates, known, "fpr", 0.1).selected[~truth].mean())
+    fdp, fpr = np.array(fdp), np.array(fpr)
+    # BH: FDR <= q * (share of non-members) = 0.1; the bound is attained here up to noise
+    assert 0.05 < fdp.mean() < 0.1 + 3 * fdp.std() / np.sqrt(fdp.size)
+    assert 0.07 < fpr.mean() < 0.1 + 3 * fpr.std() / np.sqrt(fpr.size)
