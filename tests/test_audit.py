@@ -3,6 +3,7 @@ and one test per kind of bad input (each a one-line error, or skipped/flagged an
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import shutil
@@ -337,3 +338,94 @@ def test_cli_audit_reads_texts_from_stdin(tmp_path, target, splits):
     table = json.loads((out / "scores.json").read_text())
     assert sorted(entry["index"] for entry in table) == [0, 1, 2, 4, 5, 6]
     assert all(entry["label"] == -1 for entry in table) and not (out / "metrics.json").exists()
+
+
+# --- known non-members: p-values, FDR selection, set-level verdict --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evidence_audit(tmp_path_factory, target, splits) -> tuple[Path, str]:
+    """``ltmia audit --non-members``: 40 members and 10 non-members as candidates; 30 known non-members."""
+    folder = tmp_path_factory.mktemp("evidence")
+    (folder / "candidates.txt").write_text("\n".join(splits.members + splits.non_members[:10]) + "\n")
+    known = "\n".join(json.dumps({"text": text}) for text in splits.non_members[10:])
+    (folder / "known.jsonl").write_text(known + "\n")
+    out = folder / "out"
+    args = ["audit", "--target", str(target), "--texts", str(folder / "candidates.txt")]
+    args += ["--non-members", str(folder / "known.jsonl"), "--out", str(out), "--explain", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out, " ".join(result.output.split())
+
+
+def test_non_members_give_p_values_a_selection_and_a_verdict(evidence_audit):
+    out, printed = evidence_audit
+    record = json.loads((out / "audit.json").read_text())
+    assert list(record)[:2] == ["artefact", "evidence"]  # the evidence comes first
+    found = record["evidence"]
+    assert found["candidates"] == 50 and found["non_members"] == 30
+    assert found["smallest_p"] == pytest.approx(1 / 31)
+    assert found["set_test"]["reject"] and found["verdict"].startswith("member-like")
+    attacks = {"loss", "zlib", "min_k", "min_k_pp", "ref_loss", "wbc", "ez_mia", "lt_mia"}
+    assert set(found["set_test"]["attacks"]) == attacks
+    assert {"reference_loss", "tokens", "shift_detected"} <= set(found["shift_check"])
+    assert "same distribution" in found["assumptions"]
+    assert found["selected"] in printed and "set-level verdict: member-like" in printed
+
+    table = json.loads((out / "scores.json").read_text())
+    known = json.loads((out / "non_members.json").read_text())
+    assert len(table) == 50 and len(known) == 30
+    assert [entry["index"] for entry in known] == list(range(30))
+    # p-values by hand from the two score lists: (1 + #{non-member score >= s}) / 31
+    for entry in table[:5] + table[-5:]:
+        at_least = sum(other["loss"] >= entry["loss"] for other in known)
+        assert entry["p_loss"] == pytest.approx((1 + at_least) / 31)
+    selection = found["selection"]
+    assert selection["attack"] == "lt_mia" and selection["rule"] == "fdr" and selection["level"] == 0.05
+    assert sum(entry["selected"] for entry in table) == selection["n_selected"]
+    assert all(entry["selected"] == (entry["q_value"] <= 0.05) for entry in table)
+    assert selection["n_selected"] == 0 and "BH selects only if at least 33 candidates" in found["selected"]
+
+    page = (out / "report.html").read_text()
+    assert page.index('id="evidence"') < page.index('id="summary"')
+    assert html.escape(found["verdict"], quote=True) in page and "known non-members" in page
+
+
+def test_a_selection_at_a_false_positive_rate_reports_its_threshold(evidence_audit):
+    """The same audit at FPR 0.1: the store is reused; selected iff p <= 0.1 iff the score passes the
+    threshold, i.e. at most floor(0.1 x 31) - 1 = 2 known non-members score at or above it."""
+    out, _ = evidence_audit
+    args = ["audit", "--target", str(json.loads((out / "audit.json").read_text())["target"])]
+    args += ["--texts", str(out.parent / "candidates.txt"), "--non-members", str(out.parent / "known.jsonl")]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--explain", "0", "--fpr", "0.1"])
+    assert result.exit_code == 0, result.output
+    selection = json.loads((out / "audit.json").read_text())["evidence"]["selection"]
+    table = json.loads((out / "scores.json").read_text())
+    known = json.loads((out / "non_members.json").read_text())
+    assert selection["rule"] == "fpr" and selection["p_cutoff"] == 0.1 and selection["n_selected"] > 0
+    threshold = selection["score_threshold"]
+    assert sum(other["lt_mia"] >= threshold for other in known) == 3  # the third largest: 2 are above it
+    assert all(entry["selected"] == (entry["lt_mia_logit"] > threshold) for entry in table)
+    assert all(entry["selected"] == (entry["p_lt_mia"] <= 0.1) for entry in table)
+
+
+def test_bad_non_members_input_is_a_one_line_error(tmp_path, target, texts_file, splits):
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(splits.non_members[:5]) + "\n")
+    base = ["audit", "--target", str(target), "--texts", str(texts_file[0]), "--out", str(tmp_path / "o")]
+    cases = [
+        (["--non-members", str(tmp_path / "missing.txt")], "missing.txt: no such file"),
+        (["--non-members", str(few)], "give at least 20 known non-members"),
+        (["--non-members", str(few), "--fdr", "0.1", "--fpr", "0.01"], "give --fdr or --fpr, not both"),
+        (["--fdr", "0.1"], "weigh candidates against --non-members; give it"),
+        (["--non-members", str(few), "--fdr", "5"], "--fdr must be between 0 and 1"),
+        (["--non-members", str(few), "--attack", "nope"], "unknown attack 'nope'"),
+    ]
+    for extra, message in cases:
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code != 0 and message in str(result.exception), (extra, result.output)
+        assert "\n" not in str(result.exception)
+    both = ["audit", "--target", str(target), "--texts", "-", "--non-members", "-"]
+    result = CliRunner().invoke(app, both, input="a text\n")
+    assert "cannot both be - (stdin)" in str(result.exception)
+    assert not (tmp_path / "o").exists()

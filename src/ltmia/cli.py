@@ -715,20 +715,46 @@ def audit(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the model's repository (review it first).")
     ] = False,
+    non_members: Annotated[
+        str | None,
+        typer.Option(
+            help="Texts known NOT to be trained on (same formats as --texts): adds p-values, a selection at "
+            "an FDR and a set-level verdict."
+        ),
+    ] = None,
+    fdr: Annotated[
+        float | None, typer.Option(help="With --non-members: select candidates at this FDR (default 0.05).")
+    ] = None,
+    fpr: Annotated[
+        float | None, typer.Option(help="With --non-members: select at this false-positive rate instead.")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="With --non-members: level of the set-level test.")] = 0.05,
+    attack: Annotated[
+        str, typer.Option(help="With --non-members: the attack whose p-values select (fix it beforehand).")
+    ] = "lt_mia",
 ) -> None:
     """Score candidate texts for membership in a fine-tuned model: LT-MIA + every baseline, per-token
     explanations, report.html."""
-    from ltmia.audit import AuditSettings, audit, candidates, read_labels, read_texts
+    from ltmia.audit import AuditSettings, EvidenceSettings, audit, candidates, read_labels, read_texts
+    from ltmia.audit.nonmembers import read_non_members
     from ltmia.errors import InputError
     from ltmia.models import load_tokenizer
     from ltmia.progress import text_bar
 
     if kind not in ("text", "code"):
         raise InputError(f"--kind must be text or code, not {kind!r}")
+    if fdr is not None and fpr is not None:
+        raise InputError("give --fdr or --fpr, not both: the selection controls one error rate")
+    if non_members is None and (fdr, fpr, alpha, attack) != (None, None, 0.05, "lt_mia"):
+        raise InputError("--fdr, --fpr, --alpha and --attack weigh candidates against --non-members; give it")
+    evidence = EvidenceSettings(fdr=0.05 if fdr is None else fdr, fpr=fpr, alpha=alpha, attack=attack)
     raw = read_texts(texts, column, fmt)
     known = read_labels(labels, len(raw)) if labels is not None else None
     tokenizer = load_tokenizer(target, trust_remote_code)
     found = candidates(raw, tokenizer, known)
+    nulls = None
+    if non_members is not None:
+        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
     settings = AuditSettings(
         classifier=classifier,
         kind=kind,
@@ -739,10 +765,18 @@ def audit(
         memory_budget_bytes=memory_budget_mib * 2**20,
         device=device,
         trust_remote_code=trust_remote_code,
+        evidence=evidence,
     )
     with text_bar(console, "target + reference") as on_texts:
         result = audit(
-            target, found, out, reference=reference, settings=settings, tokenizer=tokenizer, on_texts=on_texts
+            target,
+            found,
+            out,
+            reference=reference,
+            settings=settings,
+            tokenizer=tokenizer,
+            on_texts=on_texts,
+            non_members=nulls,
         )
     _print_audit(result)
 
@@ -751,6 +785,10 @@ def _print_audit(result) -> None:
     from ltmia.evaluation import render
     from ltmia.progress import printable
 
+    if "evidence" in result.record:  # first: what the known non-members allow one to claim
+        found = result.record["evidence"]
+        console.print(f"[bold]{escape(found['selected'])}[/]")
+        console.print(f"set-level verdict: {escape(found['verdict'])}")
     counts = result.counts
     flagged = ", ".join(
         f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts
@@ -762,16 +800,28 @@ def _print_audit(result) -> None:
         + (where if skipped else "")
         + (f"; flagged: {flagged}" if flagged else "")
     )
+    evidence = "evidence" in result.record
+    marks = ["q-value", "selected"] if evidence else []
     table = Table(
-        "rank", "text #", "LT-MIA score", "ref_loss", "loss", "flags", "text", title="Most member-like"
+        "rank",
+        "text #",
+        "LT-MIA score",
+        "ref_loss",
+        "loss",
+        *marks,
+        "flags",
+        "text",
+        title="Most member-like",
     )
     for entry in result.table[:10]:
+        values = [f"{entry['q_value']:.3g}", "yes" if entry["selected"] else ""] if evidence else []
         table.add_row(
             str(entry["rank"]),
             str(entry["index"]),
             f"{entry['lt_mia_score']:.3f}",
             f"{entry['ref_loss']:.3f}",
             f"{entry['loss']:.3f}",
+            *values,
             " ".join(entry["flags"]),
             escape(printable(entry["text"][:60])),
         )

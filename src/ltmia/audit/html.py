@@ -1,9 +1,9 @@
 """The audit's ``report.html``: one self-contained page (inline CSS, images as data URIs, no script, nothing
 fetched), so it opens offline and can be mailed or archived as one file.
 
-Sections, each with a stable id: summary, how to read the scores, score distribution, metrics and ROC (with
-labels), top texts with per-token heatmaps, every score, settings and versions. Every user text is
-HTML-escaped: the candidates are untrusted input.
+Sections, each with a stable id: evidence against known non-members (first, when they were given), summary,
+how to read the scores, score distribution, metrics and ROC (with labels), top texts with per-token heatmaps,
+every score, settings and versions. Every user text is HTML-escaped: the candidates are untrusted input.
 """
 
 from __future__ import annotations
@@ -51,12 +51,15 @@ def write_report(result: AuditResult, path: Path) -> Path:
 def render(result: AuditResult) -> str:
     """The whole page as a string."""
     record = result.record
-    sections = [
+    sections = []
+    if "evidence" in record:
+        sections.append(section("evidence", "Evidence against the known non-members", evidence_html(record)))
+    sections += [
         section("summary", "Summary", summary(result)),
         section(
             "reading-scores", "How to read the scores", f'<p class="note">{esc(record["score_note"])}</p>'
         ),
-        section("distribution", "Score distribution", image(distribution_png(result.table), "histogram")),
+        section("distribution", "Score distribution", image(distribution_png(result), "histogram")),
     ]
     if result.metrics is not None:
         roc = result.out / "metrics-roc.png"
@@ -64,7 +67,7 @@ def render(result: AuditResult) -> str:
         sections.append(section("metrics", "Metrics against the given labels", body))
     sections += [
         section("top-texts", "Top-scoring texts, token by token", top_texts(result)),
-        section("scores", "Every score", score_rows(result.table)),
+        section("scores", "Every score", score_rows(result.table, record.get("evidence"))),
         section("settings", "Settings and versions", f"<pre>{esc(json.dumps(record, indent=2))}</pre>"),
     ]
     title = f"ltmia audit of {Path(record['target']).name}"
@@ -107,8 +110,10 @@ def summary(result: AuditResult) -> str:
     return f"<table>{cells}</table>"
 
 
-def distribution_png(table: list[dict]) -> bytes:
-    """Histogram of LT-MIA scores; members and non-members apart when labels are known."""
+def distribution_png(result: AuditResult) -> bytes:
+    """Histogram of LT-MIA scores; members and non-members apart when labels are known, the known
+    non-members beside the candidates when they were given."""
+    table = result.table
     scores = np.array([entry["lt_mia_score"] for entry in table])
     labels = np.array([entry["label"] for entry in table])
     fig = Figure(figsize=(6, 2.8), dpi=100)
@@ -117,9 +122,13 @@ def distribution_png(table: list[dict]) -> bytes:
     if (labels >= 0).all():
         ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="members")
         ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="non-members")
-        ax.legend(fontsize=8)
     else:
-        ax.hist(scores, bins=bins, color="#555")
+        ax.hist(scores, bins=bins, color="#555", alpha=0.7, label="candidates")
+    if result.evidence is not None:
+        known = 1 / (1 + np.exp(-result.evidence.non_member_scores["lt_mia"]))
+        ax.hist(known, bins=bins, histtype="step", color="#1f77b4", lw=1.5, label="known non-members")
+    if (labels >= 0).all() or result.evidence is not None:
+        ax.legend(fontsize=8)
     ax.set(xlabel="LT-MIA score (a ranking score, not a probability)", ylabel="texts")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -179,15 +188,23 @@ def top_texts(result: AuditResult) -> str:
     return "".join(parts)
 
 
-def score_rows(table: list[dict]) -> str:
-    """Every scored text (up to ``MAX_TABLE_ROWS``; scores.csv has all) with its scores and a preview."""
-    baselines = [key for key in table[0] if key not in {"rank", "index", "label", "flags", "text"}]
+def score_rows(table: list[dict], evidence: dict | None = None) -> str:
+    """Every scored text (up to ``MAX_TABLE_ROWS``; scores.csv has all) with its scores and a preview; with
+    known non-members also the chosen attack's p-value, its BH-adjusted q-value and the selection (the
+    other attacks' p-values are in scores.csv)."""
+    shown = {"rank", "index", "label", "flags", "text", "selected"}
+    numeric = [key for key in table[0] if key not in shown and not key.startswith("p_")]
+    if evidence is not None:
+        numeric = [key for key in numeric if key != "q_value"]
+        numeric += [f"p_{evidence['selection']['attack']}", "q_value"]
+    marks = ["selected"] if evidence is not None else []
     head = "".join(
-        f"<th>{esc(name)}</th>" for name in ["rank", "text #", *baselines, "label", "flags", "text"]
+        f"<th>{esc(name)}</th>" for name in ["rank", "text #", *numeric, *marks, "label", "flags", "text"]
     )
     rows = []
     for entry in table[:MAX_TABLE_ROWS]:
-        numbers = "".join(f'<td class="num">{entry[name]:.4g}</td>' for name in baselines)
+        numbers = "".join(f'<td class="num">{entry[name]:.4g}</td>' for name in numeric)
+        numbers += "".join(f"<td>{'yes' if entry[name] else ''}</td>" for name in marks)
         preview = entry["text"][:PREVIEW_CHARS] + ("…" if len(entry["text"]) > PREVIEW_CHARS else "")
         rows.append(
             f'<tr><td class="num">{entry["rank"]}</td><td class="num">{entry["index"]}</td>{numbers}'
@@ -196,3 +213,74 @@ def score_rows(table: list[dict]) -> str:
         )
     more = f"<p>{len(table) - MAX_TABLE_ROWS} more in scores.csv.</p>" if len(table) > MAX_TABLE_ROWS else ""
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+
+
+def evidence_html(record: dict) -> str:
+    """The selection and the set verdict first, then the per-attack tests, the shift check and what the
+    tests assume (``ltmia.audit.nonmembers``)."""
+    found = record["evidence"]
+    test, shift, selection = found["set_test"], found["shift_check"], found["selection"]
+    threshold = selection.get("lt_mia_score_threshold", selection["score_threshold"])
+    lines = [
+        ("selected", found["selected"]),
+        (
+            "threshold",
+            "none selected" if threshold is None else f"{selection['attack']} score > {threshold:.4g}",
+        ),
+        ("set-level verdict", found["verdict"]),
+        (
+            "non-members",
+            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})",
+        ),
+    ]
+    if found["candidates_also_in_non_members"]:
+        lines.append(
+            ("overlap", f"{found['candidates_also_in_non_members']} candidates are also non-members")
+        )
+    head = "".join(
+        f"<th>{esc(name)}</th>"
+        for name in (
+            "attack",
+            "AUC [95% CI]",
+            "p (one-sided U)",
+            "p (Holm)",
+            "selected (same rule)",
+            "texts for power",
+        )
+    )
+    rows = []
+    for attack, entry in sorted(test["attacks"].items(), key=lambda item: item[1]["p_value"]):
+        low, high = entry["auc_ci"]
+        needed = entry["n_needed"]
+        rows.append(
+            f"<tr><td>{esc(attack)}</td><td>{entry['auc']:.3f} [{low:.3f}, {high:.3f}]</td>"
+            f'<td class="num">{entry["p_value"]:.3g}</td><td class="num">{entry["p_holm"]:.3g}</td>'
+            f'<td class="num">{found["selections_by_attack"][attack]["n_selected"]}</td>'
+            f'<td class="num">{"unreachable" if needed is None else needed}</td></tr>'
+        )
+    shift_rows = "".join(
+        f"<tr><td>{esc(name)}</td><td>{shift[name]['mean_candidates']:.3f}</td>"
+        f"<td>{shift[name]['mean_non_members']:.3f}</td><td>{shift[name]['auc']:.3f}</td>"
+        f'<td class="num">{shift[name]["p_holm"]:.3g}</td></tr>'
+        for name in ("reference_loss", "tokens")
+    )
+    shift_text = (
+        "The reference model tells the sets apart: the verdict may reflect a distribution shift."
+        if shift["shift_detected"]
+        else "The reference model does not tell the sets apart at this level (no shift detected)."
+    )
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{esc(name)}</th><td>{esc(value)}</td></tr>" for name, value in lines)
+        + "</table>"
+        + f"<h3>Set-level tests ({esc(test['method'])}, alpha {test['alpha']})</h3>"
+        + f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        + f"<p>Texts for power: candidates needed for {test['power']:.0%} power at alpha / k with the known "
+        "non-members, from the observed score distributions (normal approximation of U); unreachable: more "
+        "non-members are needed, or there is no effect. Per-attack selections other than "
+        f"{esc(selection['attack'])} are for comparison: choosing among them afterwards voids the FDR.</p>"
+        + "<h3>Shift check (reference model)</h3><table><tr><th>measure</th><th>mean, candidates</th>"
+        + "<th>mean, non-members</th><th>AUC</th><th>p (two-sided, Holm)</th></tr>"
+        + f"{shift_rows}</table><p>{esc(shift_text)}</p>"
+        + f'<p class="note">{esc(found["assumptions"])}</p>'
+    )

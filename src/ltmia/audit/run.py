@@ -3,7 +3,8 @@
 classifier (shipped by default) -> reference and tokenizer checks -> candidates -> feature store (the
 same one-pass extraction as the study, resumable per shard) -> LT-MIA and every baseline -> occlusion
 explanations of the top texts -> ``scores.csv`` / ``scores.json`` / ``report.html`` (+ metrics and ROC when
-labels are given).
+labels are given). With known non-members (``ltmia.audit.nonmembers``) they go through the same extraction,
+after the candidates, and turn the scores into p-values, a selection at an error rate and a set verdict.
 
 Everything cheap is checked before anything expensive: the classifier's feature layout, the reference's
 tokenizer, the texts; only then are the models loaded.
@@ -27,6 +28,7 @@ import numpy as np
 from ltmia.artefacts import read_manifest, versions, write_json, write_text
 from ltmia.audit.explain import Explanation, explain
 from ltmia.audit.inputs import Candidates
+from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
 from ltmia.data import Kind, resolve_bos
@@ -75,13 +77,14 @@ class AuditSettings:
     memory_budget_bytes: int = 2**30
     device: str = "auto"
     trust_remote_code: bool = False
+    evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
 
 
 @dataclass
 class AuditResult:
     """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics (with
     bootstrap intervals) when labels were given, explanations of the top texts, counts of skipped /
-    flagged texts, the output dir."""
+    flagged texts, the output dir; with known non-members, the ``evidence`` (``ltmia.audit.nonmembers``)."""
 
     out: Path
     table: list[dict]
@@ -89,6 +92,7 @@ class AuditResult:
     explanations: list[Explanation] = field(default_factory=list)
     metrics: Evaluation | None = None
     record: dict = field(default_factory=dict)
+    evidence: Evidence | None = None
 
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
@@ -152,11 +156,14 @@ def audit(
     settings: AuditSettings | None = None,
     tokenizer=None,
     on_texts: Callable[[int, int], None] | None = None,
+    non_members: Candidates | None = None,
 ) -> AuditResult:
     """Score ``candidates`` against ``target`` (and its reference) and write the audit to ``out``.
 
-    ``tokenizer`` is the target's (``load_tokenizer``), loaded here when not given. Re-running with the same
-    texts and settings continues an interrupted extraction and reuses a finished one.
+    ``tokenizer`` is the target's (``load_tokenizer``), loaded here when not given. ``non_members``: texts
+    known not to be trained on (``ltmia.audit.nonmembers.read_non_members``), scored in the same store after
+    the candidates. Re-running with the same texts and settings continues an interrupted extraction and
+    reuses a finished one.
     """
     started = time.perf_counter()
     settings, out = settings or AuditSettings(), Path(out)
@@ -177,35 +184,70 @@ def audit(
     store = Store(
         build_store(
             *load_models(target, reference_spec, settings.device, settings.trust_remote_code),
-            Rows(candidates.texts, candidates.labels),
+            store_rows(candidates, non_members),
             out / STORE_DIR,
             store_settings,
             kind=settings.kind,
             bos=bos,
             models={"target": model_spec(target), **models, "tokenizer": model_spec(target)},
-            source={"audit": "candidate texts", "n_read": candidates.n_read},
+            source=store_source(candidates, non_members),
             on_texts=on_texts,
         )
     )
-    scored = merge([baseline_scores(store, None), lt_mia_scores(classifier, store, None)])
+    n1 = len(candidates.texts)
+    everything = merge([baseline_scores(store, None), lt_mia_scores(classifier, store, None)])
+    scored = take(everything, slice(0, n1))  # the candidates are the first n1 rows
+    found = None
+    if non_members is not None:
+        overlap = len(set(candidates.texts) & set(non_members.texts))
+        found = evidence(everything, n1, store.stats(), settings.evidence, overlap)
     order = np.argsort(-scored.scores[LT_MIA], kind="stable")
     top = [int(row) for row in order[: max(0, settings.explain)]]
     explanations = explain(classifier, store, top, tokenizer, settings.kind, bos)
-    table = score_table(candidates, scored, order)
+    table = score_table(candidates, scored, order, found.columns if found else None)
     metrics = None
     if candidates.labelled:
-        title = f"audit of {Path(target).name} ({len(candidates.texts)} labelled texts)"
+        title = f"audit of {Path(target).name} ({n1} labelled texts)"
         metrics = write_results(scored, out, "metrics", title)
     record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
-    result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record)
-    write_outputs(result)
+    if found is not None:
+        found.record["non_member_texts"] = {"read": non_members.n_read, **non_members.flag_counts()}
+        record = {"artefact": record.pop("artefact"), "evidence": found.record, **record}
+    result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record, found)
+    write_outputs(result, non_members)
     return result
 
 
-def score_table(candidates: Candidates, scored: Scored, order: np.ndarray) -> list[dict]:
-    """One dict per scored text, best LT-MIA score first: rank, input index, scores, label, flags, text."""
+def store_rows(candidates: Candidates, non_members: Candidates | None) -> Rows:
+    """The store's rows: the candidates (split "all"), then the known non-members (label 0, split
+    "non_members"). Without non-members the rows, hence the store, are exactly those of earlier audits."""
+    if non_members is None:
+        return Rows(candidates.texts, candidates.labels)
+    n1, n0 = len(candidates.texts), len(non_members.texts)
+    return Rows(
+        candidates.texts + non_members.texts,
+        candidates.labels + [0] * n0,
+        split=["all"] * n1 + ["non_members"] * n0,
+    )
+
+
+def store_source(candidates: Candidates, non_members: Candidates | None) -> dict:
+    """The store manifest's ``source``: what the texts are and how many were read."""
+    source = {"audit": "candidate texts", "n_read": candidates.n_read}
+    if non_members is not None:
+        source.update(audit="candidate texts, then known non-members", non_members_read=non_members.n_read)
+    return source
+
+
+def score_table(
+    candidates: Candidates, scored: Scored, order: np.ndarray, columns: dict[str, np.ndarray] | None = None
+) -> list[dict]:
+    """One dict per scored text, best LT-MIA score first: rank, input index, scores, the evidence
+    ``columns`` ((n1,) each: p-values, q-value, selected) when there are known non-members, label, flags,
+    text."""
     logits = scored.scores[LT_MIA]
     baselines = {name: values for name, values in scored.scores.items() if name != LT_MIA}
+    columns = columns or {}
     return [
         {
             "rank": rank,
@@ -213,6 +255,7 @@ def score_table(candidates: Candidates, scored: Scored, order: np.ndarray) -> li
             "lt_mia_score": float(1 / (1 + np.exp(-logits[row]))),
             "lt_mia_logit": float(logits[row]),
             **{name: float(values[row]) for name, values in baselines.items()},
+            **{name: values[row].item() for name, values in columns.items()},
             "label": candidates.labels[row],
             "flags": candidates.flags[row],
             "text": candidates.texts[row],
@@ -270,16 +313,33 @@ def study_of(classifier_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def write_outputs(result: AuditResult) -> None:
-    """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` and ``audit.json`` (last)."""
+def write_outputs(result: AuditResult, non_members: Candidates | None = None) -> None:
+    """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` (with known non-members also
+    ``non_members.json``, their scores) and ``audit.json`` (last; keys in reading order, evidence first)."""
     from ltmia.audit.html import write_report
 
     out = result.out
     write_text(out / "scores.csv", table_csv(result.table))
     write_json(out / "scores.json", result.table)
     write_json(out / "explanations.json", [e.to_json() for e in result.explanations])
+    if result.evidence is not None and non_members is not None:
+        write_json(out / "non_members.json", non_member_table(non_members, result.evidence))
     write_report(result, out / "report.html")
-    write_json(out / AUDIT_FILE, result.record)
+    write_text(out / AUDIT_FILE, json.dumps(result.record, indent=2))
+
+
+def non_member_table(non_members: Candidates, found: Evidence) -> list[dict]:
+    """One dict per known non-member, in input order: index, every attack's score, flags, text."""
+    scores = found.non_member_scores
+    return [
+        {
+            "index": index,
+            **{name: float(values[i]) for name, values in scores.items()},
+            "flags": non_members.flags[i],
+            "text": non_members.texts[i],
+        }
+        for i, index in enumerate(non_members.index)
+    ]
 
 
 def table_csv(table: list[dict]) -> str:
