@@ -105,17 +105,17 @@ def test_replicate_metrics_equal_the_metrics_of_the_resampled_sets() -> None:
         replicates = weighted_metrics(ranked, members, nonmembers)
         for b in range(8):
             rows = np.r_[
-                np.repeat(np.arange(n_members), members[b]),
-                n_members + np.repeat(np.arange(n_nonmembers), nonmembers[b]),
+                np.repeat(np.arange(n_members), members[:, b]),
+                n_members + np.repeat(np.arange(n_nonmembers), nonmembers[:, b]),
             ]
             r = evaluate(labels[rows], scores[rows])
             np.testing.assert_allclose(replicates[b], [r.auc, r.tpr_at_1pct, r.tpr_at_01pct], atol=1e-12)
 
 
 def test_resampling_is_stratified() -> None:
-    counts = resample_counts(np.random.default_rng(0), 7, 50)
-    assert counts.shape == (50, 7) and (counts.sum(1) == 7).all()
-    assert len({tuple(row) for row in counts}) > 40  # the resamples differ
+    counts = resample_counts(np.random.default_rng(0), 7, 50)  # (texts, replicates)
+    assert counts.shape == (7, 50) and (counts.sum(0) == 7).all()
+    assert len({tuple(column) for column in counts.T}) > 40  # the resamples differ
 
 
 def test_bootstrap_is_seeded() -> None:

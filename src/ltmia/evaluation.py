@@ -265,7 +265,7 @@ def unmeasurable(result: MetricResult, metric: str) -> bool:
 
 
 def metric_text(result: MetricResult, metric: str) -> str:
-    """ "0.915 [0.898, 0.931]": the value, † when it is not a measurement (SPEC §7), its interval if any."""
+    """ "0.848 [0.831, 0.865]": the value, † when it is not a measurement (SPEC §7), its interval if any."""
     text = f"{getattr(result, metric):.3f}" + ("†" if unmeasurable(result, metric) else "")
     interval = result.interval(metric)
     return text if interval is None else f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
