@@ -90,6 +90,7 @@ def test_members_score_higher_than_non_members(audited):
         "scored": 80,
         "labelled": True,
         "skipped_empty": 0,
+        "skipped": [],
         "truncated": 21,
     }
     assert record["reference_adapters_disabled"] is False and "not calibrated" in record["score_note"]
@@ -306,6 +307,9 @@ def test_remote_code_models_are_refused_unless_trusted(tmp_path, target, texts_f
     config = json.loads((remote / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
     (remote / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((remote / "manifest.json").read_text())
+    del manifest["files"]  # as a target without checksums: else the edited config.json is refused as damaged
+    (remote / "manifest.json").write_text(json.dumps(manifest))
     args = ["audit", "--target", str(remote), "--texts", str(texts_file[0]), "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
