@@ -14,7 +14,7 @@ import torch
 from conftest import save_base
 from typer.testing import CliRunner
 
-from ltmia.artefacts import CHECKED
+from ltmia.artefacts import CHECKED, read_manifest, write_manifest
 from ltmia.audit import AuditSettings, audit, candidates, occlusion, read_labels, read_texts
 from ltmia.classifier import LTMIA, ArraySource
 from ltmia.classifier.checkpoint import shipped_dir
@@ -307,9 +307,8 @@ def test_remote_code_models_are_refused_unless_trusted(tmp_path, target, texts_f
     config = json.loads((remote / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
     (remote / "config.json").write_text(json.dumps(config))
-    manifest = json.loads((remote / "manifest.json").read_text())
-    del manifest["files"]  # as a target without checksums: else the edited config.json is refused as damaged
-    (remote / "manifest.json").write_text(json.dumps(manifest))
+    manifest = read_manifest(remote)  # re-recorded, as if ltmia had written this config: the check is on code
+    write_manifest(remote, {key: value for key, value in manifest.items() if key != "files"})
     args = ["audit", "--target", str(remote), "--texts", str(texts_file[0]), "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
