@@ -12,9 +12,11 @@ target, a zoo model, a converted GGUF) is checked against the sizes and SHA-256s
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.artefacts import read_json, read_manifest, verify_artefact
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADDED_EOS = "</s>"  # the EOS ``load_tokenizer`` adds to a tokenizer that has none
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
+"""What transformers, torch and safetensors raise for a missing, damaged or refused weights file."""
 REWRITE = {
     "ltmia-target": "fine-tune it again (ltmia finetune --overwrite)",
     "ltmia-zoo-model": "build the zoo again into a new directory (ltmia zoo build --out)",
@@ -145,7 +149,7 @@ def load_causal_lm(
             trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation,
         )
-    except Exception as error:  # transformers, torch and safetensors raise many kinds for damaged weights
+    except LOAD_ERRORS as error:
         raise weights_error(base or spec, error) from None
     if tokenizer is not None:
         check_covers(model, tokenizer, base or spec)
