@@ -27,9 +27,9 @@ shipped classifier) is scored only on stores of combos the classifier was not tr
 
     .venv/bin/python benchmarks/audit_calibration.py [--stores DIR ...] [--draws 1000] [--work DIR]
 
-Writes ``benchmarks/results/audit_calibration.{json,md,png}`` (the JSON compact: every store's numbers).
-Intervals: 95%; Wilson for rates of independent draws (set-level rejections), mean +- 1.96 s / sqrt(R)
-for per-draw proportions (FDP, FPR).
+Writes ``benchmarks/results/audit_calibration.{json,md,png}`` (the JSON compact, with every store's numbers;
+``--render`` redoes .md and .png from it). Intervals: 95%; Wilson for rates of independent draws (set-level
+rejections), mean +- 1.96 s / sqrt(R) for per-draw proportions (FDP, FPR).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def mean_interval(values: np.ndarray) -> dict:
     """Mean of per-draw values with a normal 95% interval (draws are independent)."""
     mean = float(values.mean())
     half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else 0.0
-    return {"mean": mean, "ci": [mean - half, mean + half], "draws": int(values.size)}
+    return {"mean": mean, "ci": [max(0.0, mean - half), min(1.0, mean + half)], "draws": int(values.size)}
 
 
 def trained_on() -> set[str]:
@@ -251,6 +251,7 @@ def summarise(
                     "tpr": float(draws["tpr"][a, q].mean()),
                 }
                 pooled.setdefault(("fdr", tag, a, q), []).append(fdp)
+                pooled.setdefault(("tpr", tag, a, q), []).append(draws["tpr"][a, q])
             for (a, level), values in draws["fpr"].items():
                 block["fpr"].setdefault(a, {})[str(level)] = mean_interval(values)
                 pooled.setdefault(("fpr", tag, a, level), []).append(values)
@@ -287,7 +288,7 @@ def summarise(
         summary["stores"][name] = entry
     for (kind, tag, a, level), parts in pooled.items():
         values = np.concatenate(parts).astype(float)
-        if kind in ("fdr", "fpr"):
+        if kind in ("fdr", "fpr", "tpr"):
             rate = mean_interval(values)
         else:
             hits = int(values.sum())
@@ -311,7 +312,7 @@ def worst_cells(summary: dict) -> str:
     rate, q, name, a, tag = max(cells, key=lambda cell: cell[0]["mean"] - cell[1])
     return (
         f"Per store: {above} of {len(cells)} (store, attack, share, q) cells have a realised FDR whose 95% "
-        f"interval lies above q; the largest excess is {a} on {name} ({tag.replace('_', ' ')}, q = {q}): "
+        f"interval lies above q; the closest to q is {a} on {name} ({tag.replace('_', ' ')}, q = {q}): "
         f"{fmt(rate)}."
     )
 
@@ -339,15 +340,16 @@ def markdown(summary: dict, meta: dict) -> str:
         "combos it was not trained on, the baselines on all. 95% intervals. "
         f"Command: `{meta['command']}` ({meta['seconds']:.0f} s). Stores: `audit_calibration.json` (meta).",
         "",
-        "## Realised FDR of BH selections (nominal q), pooled over stores; power = TPR of members",
+        "## Realised FDR of BH selections (nominal q), pooled over stores",
         "",
-        "| attack | members | " + " | ".join(f"FDR at q={q}" for q in FDRS) + " |",
-        "|---|---:|" + "---:|" * len(FDRS),
+        "| attack | members | " + " | ".join(f"FDR at q={q}" for q in FDRS) + " | members found at q=0.1 |",
+        "|---|---:|" + "---:|" * (len(FDRS) + 1),
     ]
     for tag in ("members_0", "members_0.1", "members_0.5"):
         for a in ordered(pooled["fdr"][tag]):
             by_q = pooled["fdr"][tag][a]
             cells = [fmt(by_q[str(q)]) for q in FDRS]
+            cells.append(f"{pooled['tpr'][tag][a]['0.1']['mean']:.3f}" if tag != "members_0" else "-")
             lines.append(f"| {a} | {tag.split('_')[1]} | " + " | ".join(cells) + " |")
     lines += [
         "",
