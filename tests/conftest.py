@@ -41,6 +41,16 @@ def stdlib_docstrings() -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_ltmia_environment(monkeypatch):
+    """``ltmia --debug`` / ``--verify`` export LTMIA_DEBUG / LTMIA_VERIFY for subprocesses; a CliRunner test
+    would leak them into every later test (and its subprocesses) in the same pytest process. Start each test
+    without them, and undo what its own CLI calls set (setenv records the original value for teardown)."""
+    for name in ("LTMIA_DEBUG", "LTMIA_VERIFY"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def docstrings() -> list[str]:
     return stdlib_docstrings()

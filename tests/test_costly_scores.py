@@ -215,8 +215,8 @@ def test_mini_study_with_costly_attacks_reports_them(tmp_path):
     run_local(study, tmp_path / "cache")
     table = write_report(study, tmp_path / "cache", tmp_path / "results")
     for row in table.values():
-        assert {"loss", "wbc", "lowercase", "dc_pdd", "recall"} <= set(row)
-        assert row["recall"].n_members == row["loss"].n_members
+        assert {"loss", "wbc", "lowercase", "dc_pdd", "recall"} <= set(row.results)
+        assert row.results["recall"].n_members == row.results["loss"].n_members
     header = next(
         line for line in (tmp_path / "results" / "summary.md").read_text().splitlines() if "| group" in line
     )

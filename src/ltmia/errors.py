@@ -36,3 +36,7 @@ class DamagedError(InputError):
 
 class BusyError(LtmiaError):
     """Another ltmia process is writing the same output right now."""
+
+
+class DivergedError(LtmiaError):
+    """Fine-tuning whose loss became NaN or infinite; a target trained on is garbage, so none is written."""

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 from ltmia.artefacts import building, check_scratch, read_manifest, versions, write_json, write_manifest
 from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
 from ltmia.device import PRECISIONS, autocast, resolve_device, resolve_precision
-from ltmia.errors import InputError, OutputExistsError
+from ltmia.errors import DivergedError, InputError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
 from ltmia.sources import default_bos, model_spec, source_record
 
@@ -188,9 +188,15 @@ def train_causal_lm(
                 torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
             optimizer.step()
             schedule.step()
+            step_loss = loss_sum.item() / max(n, 1)
+            if not math.isfinite(step_loss):
+                raise DivergedError(
+                    f"fine-tuning diverged: loss {step_loss} at epoch {epoch}; lower the learning rate "
+                    f"(now {recipe.lr:g}) or set a gradient clip (grad_clip / --grad-clip)"
+                )
             total, count = total + loss_sum.item(), count + n
             if on_step is not None:
-                on_step(epoch, loss_sum.item() / max(n, 1))
+                on_step(epoch, step_loss)
         entry = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
@@ -198,6 +204,11 @@ def train_causal_lm(
         }
         if val is not None:
             entry["val_loss"] = mean_loss(model, *val, precision=precision)
+            if not math.isfinite(entry["val_loss"]):
+                raise DivergedError(
+                    f"fine-tuning diverged: validation loss {entry['val_loss']} after epoch {epoch}; lower the "
+                    f"learning rate (now {recipe.lr:g}) or set a gradient clip (grad_clip / --grad-clip)"
+                )
             if entry["val_loss"] < best_loss:
                 best_loss, history.best_epoch = entry["val_loss"], epoch
                 best_state = [p.detach().clone() for p in params]

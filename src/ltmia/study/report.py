@@ -95,7 +95,9 @@ def group_results(plan: StudyPlan, cache: Path) -> dict[str, tuple[Scored, list[
     return out
 
 
-def write_report(plan: StudyPlan, cache: Path, results_dir: Path, config_text: str | None = None) -> dict:
+def write_report(
+    plan: StudyPlan, cache: Path, results_dir: Path, config_text: str | None = None
+) -> dict[str, Evaluation]:
     """Render every group's metrics into ``results_dir``; returns {group: Evaluation}."""
     results_dir.mkdir(parents=True, exist_ok=True)
     table: dict[str, Evaluation] = {}
