@@ -143,3 +143,15 @@ def test_lora_targets_of_a_real_family_and_from_the_recipe():
     wrapped = apply_lora(model, Recipe(lora=True))
     trainable = {n.split(".")[-4] for n, p in wrapped.named_parameters() if p.requires_grad}
     assert trainable == set(KNOWN_LORA_TARGETS["gemma3_text"])
+
+
+def test_a_diverging_run_is_refused_and_writes_no_target(tiny_base, splits, tmp_path):
+    """SGD at an absurd learning rate overflows the loss; ltmia says so in one line and leaves no target (a
+    model trained through NaN would otherwise be extracted and scored as if it were a fine-tuned LM)."""
+    from ltmia.errors import DivergedError
+
+    recipe = Recipe(epochs=2, batch_size=8, optimizer="sgd", lr=1e12)
+    with pytest.raises(DivergedError, match="diverged.*lower the learning rate"):
+        finetune(str(tiny_base), splits, tmp_path / "t", recipe)
+    assert not (tmp_path / "t" / "manifest.json").exists()
+    assert not list(tmp_path.glob("t*/model.safetensors"))

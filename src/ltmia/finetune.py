@@ -156,6 +156,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def diverged(where: str, recipe: Recipe) -> DivergedError:
+    """The one-line error for a NaN/inf loss: a target trained past it is garbage, so nothing is written."""
+    return DivergedError(
+        f"fine-tuning diverged ({where}); lower the learning rate (now {recipe.lr:g}) or set a gradient "
+        "clip (grad_clip / --grad-clip)"
+    )
+
+
 def train_causal_lm(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -190,10 +198,7 @@ def train_causal_lm(
             schedule.step()
             step_loss = loss_sum.item() / max(n, 1)
             if not math.isfinite(step_loss):
-                raise DivergedError(
-                    f"fine-tuning diverged: loss {step_loss} at epoch {epoch}; lower the learning rate "
-                    f"(now {recipe.lr:g}) or set a gradient clip (grad_clip / --grad-clip)"
-                )
+                raise diverged(f"training loss {step_loss} in epoch {epoch}", recipe)
             total, count = total + loss_sum.item(), count + n
             if on_step is not None:
                 on_step(epoch, step_loss)
@@ -205,10 +210,7 @@ def train_causal_lm(
         if val is not None:
             entry["val_loss"] = mean_loss(model, *val, precision=precision)
             if not math.isfinite(entry["val_loss"]):
-                raise DivergedError(
-                    f"fine-tuning diverged: validation loss {entry['val_loss']} after epoch {epoch}; lower the "
-                    f"learning rate (now {recipe.lr:g}) or set a gradient clip (grad_clip / --grad-clip)"
-                )
+                raise diverged(f"validation loss {entry['val_loss']} after epoch {epoch}", recipe)
             if entry["val_loss"] < best_loss:
                 best_loss, history.best_epoch = entry["val_loss"], epoch
                 best_state = [p.detach().clone() for p in params]
