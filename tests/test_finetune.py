@@ -151,7 +151,7 @@ def test_a_diverging_run_is_refused_and_writes_no_target(tiny_base, splits, tmp_
     from ltmia.errors import DivergedError
 
     recipe = Recipe(epochs=2, batch_size=8, optimizer="sgd", lr=1e12)
-    with pytest.raises(DivergedError, match="diverged.*lower the learning rate"):
+    with pytest.raises(DivergedError, match=r"diverged.*lower the learning rate"):
         finetune(str(tiny_base), splits, tmp_path / "t", recipe)
     assert not (tmp_path / "t" / "manifest.json").exists()
     assert not list(tmp_path.glob("t*/model.safetensors"))
