@@ -15,20 +15,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from ltmia.artefacts import building, check_scratch, read_manifest, versions, write_json, write_manifest
 from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
-from ltmia.device import PRECISIONS, autocast, resolve_device, resolve_precision
-from ltmia.errors import DivergedError, InputError, OutputExistsError
+from ltmia.device import PrecisionSetting, autocast, resolve_device, resolve_precision
+from ltmia.errors import DivergedError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
+from ltmia.settings import Real, Settings
 from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
@@ -37,41 +39,32 @@ TARGET_ARTEFACT = "ltmia-target"
 PROVENANCE = ("source",)  # recorded inputs that name where something came from, not what it is
 
 
-@dataclass
-class Recipe:
-    """How to train; defaults are the paper's fine-tuning recipe (SPEC §3)."""
+class Recipe(Settings):
+    """How to train; defaults are the paper's fine-tuning recipe (SPEC §3).
 
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 5e-5
+    Recorded whole in a target's manifest and in a study's fine-tune key (``record()``: the fields in this
+    order), so a new field needs a default that trains exactly as before.
+    """
+
+    what: ClassVar[str] = "recipe"
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: Real = Field(5e-5, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float | None = None  # None: the optimizer's torch default
-    momentum: float = 0.0  # SGD only
+    weight_decay: Real | None = None  # None: the optimizer's torch default
+    momentum: Real = 0.0  # SGD only
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
-    grad_clip: float | None = None
+    grad_clip: Real | None = None
     restore_best: bool = True
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: Real = 0.05
     lora_targets: tuple[str, ...] | None = None  # None: the model family's attention + MLP projections
-    precision: str = "fp32"  # fp32 (the paper), bf16 autocast, or auto (bf16 where it is native)
+    precision: PrecisionSetting = "fp32"  # fp32 (the paper), bf16 autocast, or auto (bf16 where it is native)
     seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.lora_targets is not None:
-            self.lora_targets = tuple(self.lora_targets)
-        choices = {
-            "optimizer": ("adamw", "sgd"),
-            "schedule": ("constant", "cosine", "linear"),
-            "precision": PRECISIONS,
-        }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise InputError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(valid)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
 
 
 @dataclass
@@ -295,8 +288,8 @@ def finetune(
     inputs is refused, naming them (``overwrite``: replaced), and a directory that is not a target too.
     """
     out = Path(out)
-    recipe = replace(recipe or Recipe())
     torch_device = resolve_device(device)
+    recipe = (recipe or Recipe()).model_copy()
     recipe.precision = resolve_precision(recipe.precision, torch_device)
     base_spec = model_spec(base)
     tokenizer = load_tokenizer(base_spec, trust_remote_code)
@@ -308,7 +301,7 @@ def finetune(
         "source": splits.source,
         "kind": splits.kind,
         "split_fingerprint": record["fingerprint"],
-        "recipe": asdict(recipe),
+        "recipe": recipe.record(),
         "seq_len": seq_len,
         "bos": bos_used,
     }

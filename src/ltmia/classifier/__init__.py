@@ -13,7 +13,6 @@ checkpoint directory.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,10 @@ from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
 from ltmia.device import resolve_device
 from ltmia.errors import InputError
+from ltmia.settings import check_keys, default
 
 __all__ = [
+    "CONFIG_PARAMS",
     "LTMIA",
     "VARIANTS",
     "ArraySource",
@@ -45,6 +46,7 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "build_classifier",
+    "check_params",
     "check_store_compatible",
     "combo_weights",
     "load_classifier",
@@ -53,6 +55,25 @@ __all__ = [
 ]
 
 SourceLike = Source | str | Path
+
+MODEL_PARAMS = tuple(name for name in ClassifierConfig.model_fields if name not in LAYOUT_KEYS)
+"""`LTMIA` parameters that size the model: ``ClassifierConfig`` but the store's feature layout."""
+RUNTIME_PARAMS = ("memory_budget_bytes", "device")
+"""`LTMIA` parameters of the machine rather than of the classifier: not settings of a study's classifier."""
+CONFIG_PARAMS = (
+    *MODEL_PARAMS,
+    "groups",
+    *(name for name in TrainSettings.model_fields if name not in RUNTIME_PARAMS),
+)
+"""What a study's ``[classifiers.<name>]`` table may set: every other `LTMIA` parameter."""
+
+
+def check_params(params: dict, where: str) -> None:
+    """`LTMIA` keyword arguments from a config table, validated now, so a typo or a bad value fails when
+    the config is read rather than hours later when the classifier trains (feature groups: the caller)."""
+    check_keys(params, CONFIG_PARAMS, where)
+    ClassifierConfig.from_table({k: v for k, v in params.items() if k in MODEL_PARAMS}, where)
+    TrainSettings.from_table({k: v for k, v in params.items() if k in TrainSettings.model_fields}, where)
 
 
 def as_source(source: SourceLike) -> Source:
@@ -81,28 +102,28 @@ class LTMIA:
 
     def __init__(
         self,
-        variant: str = "transformer",
+        variant: str = default(ClassifierConfig, "variant"),
         *,
-        d_model: int = 192,
-        heads: int = 8,
-        layers: int = 2,
-        ff: int = 576,
-        dropout: float = 0.05,
-        mlp_hidden: int = 256,
+        d_model: int = default(ClassifierConfig, "d_model"),
+        heads: int = default(ClassifierConfig, "heads"),
+        layers: int = default(ClassifierConfig, "layers"),
+        ff: int = default(ClassifierConfig, "ff"),
+        dropout: float = default(ClassifierConfig, "dropout"),
+        mlp_hidden: int = default(ClassifierConfig, "mlp_hidden"),
         groups: Sequence[str] | None = None,
-        lr: float = 9.88e-4,
-        weight_decay: float = 0.028,
-        label_smoothing: float = 0.02,
-        batch_size: int = 16384,
-        epochs: int = 80,
-        warmup_epochs: int = 10,
-        min_lr: float = 1e-6,
-        grad_clip: float | None = 1.0,
-        patience: int | None = None,
-        seed: int = 42,
-        micro_batch_size: int = 512,
-        memory_budget_bytes: int = 2**30,
-        device: str = "auto",
+        lr: float = default(TrainSettings, "lr"),
+        weight_decay: float = default(TrainSettings, "weight_decay"),
+        label_smoothing: float = default(TrainSettings, "label_smoothing"),
+        batch_size: int = default(TrainSettings, "batch_size"),
+        epochs: int = default(TrainSettings, "epochs"),
+        warmup_epochs: int = default(TrainSettings, "warmup_epochs"),
+        min_lr: float = default(TrainSettings, "min_lr"),
+        grad_clip: float | None = default(TrainSettings, "grad_clip"),
+        patience: int | None = default(TrainSettings, "patience"),
+        seed: int = default(TrainSettings, "seed"),
+        micro_batch_size: int = default(TrainSettings, "micro_batch_size"),
+        memory_budget_bytes: int = default(TrainSettings, "memory_budget_bytes"),
+        device: str = default(TrainSettings, "device"),
     ) -> None:
         self.variant = variant
         self.d_model = d_model
@@ -128,8 +149,12 @@ class LTMIA:
 
     def settings(self) -> TrainSettings:
         """The training parameters as validated ``TrainSettings``."""
-        names = TrainSettings.__dataclass_fields__
-        return TrainSettings(**{name: getattr(self, name) for name in names})
+        return TrainSettings(**{name: getattr(self, name) for name in TrainSettings.model_fields})
+
+    def config(self, feature_dim: int, seq_len: int) -> ClassifierConfig:
+        """The model parameters as a validated ``ClassifierConfig`` for features of this layout."""
+        sizes = {name: getattr(self, name) for name in MODEL_PARAMS}
+        return ClassifierConfig(**sizes, feature_dim=feature_dim, seq_len=seq_len)
 
     def fit(
         self,
@@ -143,17 +168,7 @@ class LTMIA:
         train = as_sources(sources)
         val = None if val_sources is None else as_sources(val_sources)
         found = common_layout(train + (val or []))
-        config = ClassifierConfig(
-            self.variant,
-            feature_dim=found["feature_dim"],
-            seq_len=found["seq_len"],
-            d_model=self.d_model,
-            heads=self.heads,
-            layers=self.layers,
-            ff=self.ff,
-            dropout=self.dropout,
-            mlp_hidden=self.mlp_hidden,
-        )
+        config = self.config(found["feature_dim"], found["seq_len"])
         result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch)
         self._set_fitted(result.model, config, found, result.groups, None)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
@@ -222,8 +237,8 @@ class LTMIA:
         """An `LTMIA` from a checkpoint directory, with the parameters it was trained with."""
         model, record = load_classifier(Path(path))
         config, training = ClassifierConfig(**record["config"]), record["training"]
-        sizes = {key: value for key, value in asdict(config).items() if key not in ("variant", *LAYOUT_KEYS)}
-        estimator = cls(config.variant, groups=record["groups"], **sizes, **training["settings"])
+        sizes = {key: value for key, value in config.record().items() if key in MODEL_PARAMS}
+        estimator = cls(groups=record["groups"], **sizes, **training["settings"])
         layout = {key: record[key] for key in LAYOUT_KEYS}
         estimator._set_fitted(model, config, layout, record["groups"], record["path"])
         estimator.history_, estimator.best_epoch_ = training["history"], record["metrics"]["best_epoch"]

@@ -11,7 +11,6 @@ version, k, feature dim, L): features of another layout would be silently misrea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch import nn
 from ltmia.artefacts import building, check_scratch, read_manifest, verify_artefact, versions, write_manifest
 from ltmia.classifier.batches import LAYOUT_KEYS, Source, layout, source_name
 from ltmia.classifier.model import ClassifierConfig, build_classifier
-from ltmia.errors import DamagedError, InputError, OutputExistsError
+from ltmia.errors import DamagedError, InputError, OutputExistsError, SettingsError
 from ltmia.features import FEATURE_LAYOUT_VERSION
 
 CLASSIFIER_ARTEFACT = "ltmia-classifier"
@@ -89,7 +88,7 @@ def save_classifier(
     check_new_output(out, overwrite)
     record = {
         "artefact": CLASSIFIER_ARTEFACT,
-        "config": asdict(config),
+        "config": config.record(),
         "groups": list(groups),
         "k": k,
         "seq_len": config.seq_len,
@@ -117,7 +116,7 @@ def load_classifier(path: Path) -> tuple[nn.Module, dict]:
     try:
         model = build_classifier(ClassifierConfig(**record["config"]))
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    except (TypeError, RuntimeError, OSError, KeyError, SafetensorError) as error:
+    except (SettingsError, TypeError, RuntimeError, OSError, KeyError, SafetensorError) as error:
         first_line = str(error).splitlines()[0]
         raise DamagedError(
             f"{path} is a damaged classifier checkpoint ({first_line}); train it again"

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltmia.artefacts import versions, write_json
@@ -89,7 +89,7 @@ class StudyPlan:
 
 def zoo_stages(zoo: ZooSettings, archs: list[str]) -> dict[str, Stage]:
     """A tokenizer stage, then one pretraining stage per architecture, all in one zoo directory."""
-    settings = asdict(zoo)
+    settings = zoo.record()
     zoo_key = stage_key("zoo", settings, ())
     folder = f"zoo/{zoo_key[:16]}"
     tokenizer = Stage(
@@ -286,11 +286,8 @@ def logged_texts(label: str) -> Callable[[int, int], None]:
 
 
 def zoo_settings(params: dict) -> ZooSettings:
-    from ltmia.finetune import Recipe
-    from ltmia.zoo.architectures import ZooSize
-
-    values = {k: v for k, v in params.items() if k != "arch"}
-    return ZooSettings(**{**values, "size": ZooSize(**values["size"]), "recipe": Recipe(**values["recipe"])})
+    """The `ZooSettings` a zoo stage's parameters record (its ``record()``, plus the architecture)."""
+    return ZooSettings(**{key: value for key, value in params.items() if key != "arch"})
 
 
 @runner("tokenizer")
