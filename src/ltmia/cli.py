@@ -19,6 +19,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltmia.errors import LtmiaError
+from ltmia.settings import (
+    ClassifierConfig,
+    CostlyOptions,
+    Recipe,
+    StoreSettings,
+    TrainSettings,
+    ZooSettings,
+    ZooSize,
+    default,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Learned transfer membership inference.")
 corpora_app = typer.Typer(no_args_is_help=True, help="Built-in and user corpora.")
@@ -152,28 +162,25 @@ def zoo_build(
     out: Annotated[Path, typer.Option(help="Zoo directory (resumed when it exists).")] = Path("runs/zoo"),
     arch: Annotated[list[str] | None, typer.Option(help="Architectures to build; default all.")] = None,
     corpus: Annotated[list[str] | None, typer.Option(help="Corpora of the pretraining pool.")] = None,
-    texts_per_corpus: int = 1000,
-    epochs: int = 4,
-    hidden: int = 128,
-    layers: int = 4,
-    heads: int = 4,
-    vocab_size: int = 4096,
+    texts_per_corpus: int = default(ZooSettings, "texts_per_corpus"),
+    epochs: int = default(ZooSettings, "recipe").epochs,
+    hidden: int = default(ZooSize, "hidden"),
+    layers: int = default(ZooSize, "layers"),
+    heads: int = default(ZooSize, "heads"),
+    vocab_size: int = default(ZooSettings, "vocab_size"),
     device: str = "auto",
 ) -> None:
     """Train the tokenizer and pretrain tiny models of each architecture on the pretraining pool."""
     from ltmia.progress import step_bar
-    from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
-    from ltmia.zoo.pretrain import ZooSettings, build_zoo, pretrain_recipe
+    from ltmia.settings.zoo import zoo_settings
+    from ltmia.zoo.architectures import ARCHITECTURES
+    from ltmia.zoo.pretrain import build_zoo
 
-    settings = ZooSettings(
-        texts_per_corpus=texts_per_corpus,
-        vocab_size=vocab_size,
-        size=ZooSize(hidden=hidden, layers=layers, heads=heads),
+    flat = {"texts_per_corpus": texts_per_corpus, "epochs": epochs, "vocab_size": vocab_size}
+    size = {"hidden": hidden, "layers": layers, "heads": heads}
+    settings = zoo_settings(
+        {**flat, **size, **({"corpora": list(corpus)} if corpus else {})}, "ltmia zoo build"
     )
-    if corpus:
-        settings.corpora = list(corpus)
-    settings.recipe = pretrain_recipe()
-    settings.recipe.epochs = epochs
     with step_bar(console) as bar:
         built = build_zoo(out, arch or ARCHITECTURES.names(), settings, device, on_arch=bar.task)
     _print_zoo(out, list(built))
@@ -274,26 +281,28 @@ def finetune(
     members: int = 1000,
     val: int = 100,
     non_members: int = 1000,
-    seed: int = 42,
+    seed: int = default(Recipe, "seed"),
     column: Annotated[
         str | None,
         typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
     ] = None,
     kind: Annotated[str | None, typer.Option(help="text or code (decides truncation side).")] = None,
-    epochs: int = 3,
-    batch_size: int = 16,
-    lr: float = 5e-5,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    momentum: Annotated[float, typer.Option(help="SGD momentum (sgd only).")] = 0.0,
-    schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = "constant",
-    warmup_steps: int = 0,
-    weight_decay: float | None = None,
-    grad_clip: float | None = None,
-    lora: Annotated[bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")] = False,
+    epochs: int = default(Recipe, "epochs"),
+    batch_size: int = default(Recipe, "batch_size"),
+    lr: float = default(Recipe, "lr"),
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = default(Recipe, "optimizer"),
+    momentum: Annotated[float, typer.Option(help="SGD momentum (sgd only).")] = default(Recipe, "momentum"),
+    schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = default(Recipe, "schedule"),
+    warmup_steps: int = default(Recipe, "warmup_steps"),
+    weight_decay: float | None = default(Recipe, "weight_decay"),
+    grad_clip: float | None = default(Recipe, "grad_clip"),
+    lora: Annotated[
+        bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")
+    ] = default(Recipe, "lora"),
     lora_targets: Annotated[
         str | None, typer.Option(help="Comma-separated LoRA modules; default: the family's attention + MLP.")
     ] = None,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = default(Recipe, "precision"),
     bos: BosOption = None,
     log_every: Annotated[int, typer.Option(help="Off a terminal, a progress line every N steps.")] = 10,
     device: str = "auto",
@@ -304,7 +313,6 @@ def finetune(
     from ltmia.artefacts import read_manifest
     from ltmia.corpora import corpus_texts, get_corpus
     from ltmia.data import make_splits
-    from ltmia.finetune import Recipe
     from ltmia.finetune import finetune as run_finetune
     from ltmia.progress import step_bar
 
@@ -355,14 +363,20 @@ def extract_command(
         str | None,
         typer.Option(help=f"Reference model ({ModelHelp}); default the target's base (LoRA: adapters off)."),
     ] = None,
-    batch_size: int = 16,
-    shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = 1024,
+    batch_size: int = default(StoreSettings, "batch_size"),
+    shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = default(
+        StoreSettings, "shard_size"
+    ),
     memory_budget_mib: Annotated[
         int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
-    ] = 1024,
-    dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = "float32",
-    k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
-    precision: PrecisionOption = "fp32",
+    ] = default(StoreSettings, "memory_budget_bytes") // 2**20,
+    dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = default(
+        StoreSettings, "dtype"
+    ),
+    k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = default(
+        StoreSettings, "k"
+    ),
+    precision: PrecisionOption = default(StoreSettings, "precision"),
     corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
     column: Annotated[
         str | None,
@@ -375,7 +389,7 @@ def extract_command(
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
     from ltmia.progress import text_bar
-    from ltmia.store import Store, StoreSettings, extract_target
+    from ltmia.store import Store, extract_target
 
     settings = StoreSettings(
         k=k,
@@ -415,18 +429,24 @@ def baselines(
             "default: every one-pass baseline."
         ),
     ] = None,
-    shots: Annotated[int, typer.Option(help="Costly: texts per ReCaLL / Con-ReCall prefix.")] = 10,
+    shots: Annotated[int, typer.Option(help="Costly: texts per ReCaLL / Con-ReCall prefix.")] = default(
+        CostlyOptions, "shots"
+    ),
     prefix_source: Annotated[
         str, typer.Option(help="Costly: auto, split:<name>, corpus or corpus:<spec> (prefix shots).")
-    ] = "auto",
+    ] = default(CostlyOptions, "prefix_source"),
     reference_corpus: Annotated[
         str | None, typer.Option(help="Costly: DC-PDD's reference corpus; default the target's.")
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Costly: an attack setting, attack.key=value (repeatable).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Costly: seed of shots, augmentations and samples.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Costly: texts per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Costly: seed of shots, augmentations and samples.")] = default(
+        CostlyOptions, "seed"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Costly: texts per forward pass.")] = default(
+        CostlyOptions, "batch_size"
+    ),
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> None:
@@ -440,13 +460,20 @@ def baselines(
     if attacks is None:
         scored = baseline_scores(opened, split)
     else:
-        from ltmia.costly_scores import CostlyOptions, costly_scores, parse_param, split_names, store_models
+        from ltmia.costly_scores import costly_scores, parse_param, split_names, store_models
 
         one_pass, costly = split_names([name.strip() for name in attacks.split(",") if name.strip()])
         params: dict[str, dict] = {}
         for name, key, value in map(parse_param, param or []):
             params.setdefault(name, {})[key] = value
-        options = CostlyOptions(shots, prefix_source, reference_corpus, seed, batch_size, params)
+        options = CostlyOptions(
+            shots=shots,
+            prefix_source=prefix_source,
+            reference_corpus=reference_corpus,
+            seed=seed,
+            batch_size=batch_size,
+            params=params,
+        )
         parts = [baseline_scores(opened, split, one_pass)] if one_pass else []
         if costly:
             n_texts = len(opened.rows(store_split(split)))
@@ -485,7 +512,7 @@ def attacks_list() -> None:
     from ltmia.attacks import ATTACKS
     from ltmia.attacks.costly import COSTLY_ATTACKS
     from ltmia.attacks.papers import ONE_PASS_SOURCES
-    from ltmia.costly_scores import CostlyOptions, costs
+    from ltmia.costly_scores import costs
     from ltmia.data import SEQ_LEN
 
     table = Table("attack", "cost per text (defaults, L = 128)", "source", title="Membership attacks")
@@ -502,20 +529,25 @@ def attacks_list() -> None:
 def train_command(
     stores: Annotated[list[Path], typer.Argument(help="Feature stores (one per combo) to train on.")],
     out: Annotated[Path, typer.Option(help="Classifier directory to write.")],
-    variant: Annotated[
-        str, typer.Option(help="transformer, or an ablation variant (SPEC §6).")
-    ] = "transformer",
-    epochs: int = 80,
-    warmup_epochs: Annotated[int, typer.Option(help="Linear warmup, then cosine (at most --epochs).")] = 10,
-    batch_size: int = 16384,
+    variant: Annotated[str, typer.Option(help="transformer, or an ablation variant (SPEC §6).")] = default(
+        ClassifierConfig, "variant"
+    ),
+    epochs: int = default(TrainSettings, "epochs"),
+    warmup_epochs: Annotated[
+        int, typer.Option(help="Linear warmup, then cosine (at most --epochs).")
+    ] = default(TrainSettings, "warmup_epochs"),
+    batch_size: int = default(TrainSettings, "batch_size"),
     micro_batch_size: Annotated[
         int, typer.Option(help="Rows per forward pass (gradients accumulate).")
-    ] = 512,
+    ] = default(TrainSettings, "micro_batch_size"),
     groups: Annotated[
         str | None, typer.Option(help="Feature groups to keep, e.g. comparison,target.")
     ] = None,
-    memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = 1024,
-    seed: int = 42,
+    memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = default(
+        TrainSettings, "memory_budget_bytes"
+    )
+    // 2**20,
+    seed: int = default(TrainSettings, "seed"),
     device: str = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace a classifier at --out.")] = False,
 ) -> None:
@@ -707,12 +739,12 @@ def audit(
     ] = None,
     kind: Annotated[str, typer.Option(help="text, or code (code keeps its last tokens, SPEC §2).")] = "text",
     explain: Annotated[int, typer.Option(help="Explain the top N texts token by token (0: none).")] = 20,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = default(StoreSettings, "precision"),
     bos: BosOption = None,
-    batch_size: int = 16,
+    batch_size: int = default(StoreSettings, "batch_size"),
     memory_budget_mib: Annotated[
         int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
-    ] = 1024,
+    ] = default(StoreSettings, "memory_budget_bytes") // 2**20,
     device: str = "auto",
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the model's repository (review it first).")

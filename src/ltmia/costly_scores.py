@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from ltmia.attacks import ATTACKS
@@ -35,40 +35,13 @@ from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import filter_texts, seeded_order, text_hash
 from ltmia.errors import InputError, UnknownNameError
 from ltmia.evaluation import Scored, store_split
+from ltmia.settings.costly import CostlyOptions
 from ltmia.store import Store, load_models, target_record
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
 
 PREFIX_FIELDS = {"non_member_prefix": 0, "member_prefix": 1}  # settings field -> label of its shots
-
-
-@dataclass
-class CostlyOptions:
-    """Where costly attacks' outside inputs come from, and per-attack settings (``params``, e.g.
-    ``{"con_recall": {"gamma": 0.3}}``); defaults follow each paper. Module docstring: the sources."""
-
-    shots: int = 10
-    prefix_source: str = "auto"
-    reference_corpus: str | None = None
-    seed: int = 0
-    batch_size: int = 8
-    params: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.shots < 1 or self.batch_size < 1:
-            raise InputError("shots and batch size of costly attacks must be at least 1")
-        source = self.prefix_source
-        if not (source in ("auto", "corpus") or source.startswith(("split:", "corpus:"))):
-            raise InputError(
-                f"prefix source {source!r} is not one of: auto, split:<name>, corpus, corpus:<spec>"
-            )
-        for name, params in self.params.items():
-            COSTLY_ATTACKS.get(name).make_settings(**params)  # unknown attack or setting: fails now
-
-    def record(self) -> dict:
-        """JSON-able settings (a study stage's parameters)."""
-        return asdict(self)
 
 
 def split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 
 from ltmia.errors import InputError, NotEnoughTextsError
+from ltmia.settings.base import SEQ_LEN  # L, re-exported: a setting's default
 
 MIN_CHARS = 50  # texts of this many characters or fewer (after strip) are dropped
-SEQ_LEN = 128  # L
 PAIR_FRACTIONS = (0.90, 0.05, 0.05)  # train / val / test share of the member/non-member pairs
 
 Kind = Literal["text", "code"]

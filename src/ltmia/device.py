@@ -13,16 +13,13 @@ import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from ltmia.errors import InputError
+from ltmia.settings.base import PRECISIONS, Precision
 
-Precision = Literal["fp32", "bf16"]  # what runs
-PrecisionSetting = Literal["fp32", "bf16", "auto"]  # what a user asks for: auto is resolved per machine
-PRECISIONS: tuple[str, ...] = get_args(PrecisionSetting)
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix units
 
 

@@ -17,54 +17,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
 from ltmia.artefacts import building, check_scratch, read_manifest, versions, write_json, write_manifest
 from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
-from ltmia.device import PrecisionSetting, autocast, resolve_device, resolve_precision
+from ltmia.device import autocast, resolve_device, resolve_precision
 from ltmia.errors import DivergedError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
-from ltmia.settings import Real, Settings
+from ltmia.settings import Recipe
 from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
 
 TARGET_ARTEFACT = "ltmia-target"
 PROVENANCE = ("source",)  # recorded inputs that name where something came from, not what it is
-
-
-class Recipe(Settings):
-    """How to train; defaults are the paper's fine-tuning recipe (SPEC §3).
-
-    Recorded whole in a target's manifest and in a study's fine-tune key (``record()``: the fields in this
-    order), so a new field needs a default that trains exactly as before.
-    """
-
-    what: ClassVar[str] = "recipe"
-
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: Real = Field(5e-5, gt=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: Real | None = None  # None: the optimizer's torch default
-    momentum: Real = 0.0  # SGD only
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = 0
-    grad_clip: Real | None = None
-    restore_best: bool = True
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: Real = 0.05
-    lora_targets: tuple[str, ...] | None = None  # None: the model family's attention + MLP projections
-    precision: PrecisionSetting = "fp32"  # fp32 (the paper), bf16 autocast, or auto (bf16 where it is native)
-    seed: int = 42
 
 
 @dataclass

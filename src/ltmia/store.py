@@ -33,11 +33,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from functools import partial as partial_call
 from pathlib import Path
-from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import field_validator, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
@@ -57,15 +55,15 @@ from ltmia.artefacts import (
     write_json,
 )
 from ltmia.corpora import corpus_texts, get_corpus
-from ltmia.data import SEQ_LEN, Bos, Kind, filter_texts, text_hash
-from ltmia.device import PRECISIONS, Precision, resolve_device, resolve_precision
+from ltmia.data import Bos, Kind, filter_texts, text_hash
+from ltmia.device import resolve_device
 from ltmia.errors import DamagedError, InputError, OutputExistsError
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.models import adapter_base, check_same_tokenizer, load_causal_lm, load_tokenizer
-from ltmia.settings import Settings
+from ltmia.settings import StoreSettings
 from ltmia.signals import Signals, check_compatible, concat_stats, extract, output_width
 from ltmia.sources import model_spec, source_record
-from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
+from ltmia.tokenstats import TokenStats
 
 log = logging.getLogger(__name__)
 
@@ -81,47 +79,6 @@ REWRITE = "extract it again (ltmia extract --overwrite; an audit's store: audit 
 
 OnTexts = Callable[[int, int], None]
 """Progress callback ``on_texts(done, total)``: texts in the store so far (finished shards included)."""
-
-
-class StoreSettings(Settings):
-    """How to extract. k and L are SPEC §4's; float16 halves the features' size (stats stay float32);
-    ``precision`` bf16 runs the models under bf16 autocast with a float32 LM head (``ltmia.signals``).
-
-    ``memory_budget_bytes`` bounds extraction's memory beyond the models (``ltmia.signals.extract``). It
-    changes how the work is split, not the numbers, so it is not part of a store's plan: a store can be
-    resumed or reused under another budget.
-    """
-
-    what: ClassVar[str] = "store settings"
-
-    k: int = 20
-    dtype: Literal["float32", "float16"] = "float32"  # the keys of DTYPES
-    shard_size: int = 1024
-    batch_size: int = 16
-    seq_len: int = SEQ_LEN
-    precision: Precision = "fp32"  # the models' forward passes (``ltmia.device``); "auto" is resolved here
-    memory_budget_bytes: int = MEMORY_BUDGET_BYTES
-
-    @field_validator("precision", mode="before")
-    @classmethod
-    def resolved(cls, precision: object) -> object:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
-        return resolve_precision(str(precision))
-
-    @model_validator(mode="after")
-    def check(self) -> StoreSettings:
-        if min(self.k, self.shard_size, self.batch_size) < 1 or self.seq_len < 2:
-            raise ValueError("k, shard size and batch size must be at least 1 and the sequence length 2")
-        if self.memory_budget_bytes < 1:
-            raise ValueError(
-                f"the memory budget must be a positive number of bytes, got {self.memory_budget_bytes}"
-            )
-        return self
-
-    def plan(self) -> dict:
-        """The settings a store's numbers depend on (all but the memory budget)."""
-        return {key: value for key, value in self.record().items() if key != "memory_budget_bytes"}
 
 
 @dataclass

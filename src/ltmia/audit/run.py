@@ -44,6 +44,7 @@ from ltmia.evaluation import (
 )
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.models import adapter_base, load_tokenizer
+from ltmia.settings import default
 from ltmia.sources import default_bos, model_spec
 from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
 
@@ -70,11 +71,11 @@ class AuditSettings:
     classifier: Path | None = None
     kind: Kind = "text"
     bos: str | None = None
-    precision: str = "fp32"
+    precision: str = default(StoreSettings, "precision")
     explain: int = 20
-    batch_size: int = 16
+    batch_size: int = default(StoreSettings, "batch_size")
     shard_size: int = 256
-    memory_budget_bytes: int = 2**30
+    memory_budget_bytes: int = default(StoreSettings, "memory_budget_bytes")
     device: str = "auto"
     trust_remote_code: bool = False
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)

@@ -33,8 +33,9 @@ from ltmia.classifier.checkpoint import check_store_compatible, load_classifier,
 from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
 from ltmia.device import resolve_device
-from ltmia.errors import InputError
+from ltmia.errors import InputError, SettingsError
 from ltmia.settings import check_keys, default
+from ltmia.settings.classifier import CONFIG_PARAMS, MODEL_PARAMS
 
 __all__ = [
     "CONFIG_PARAMS",
@@ -56,17 +57,6 @@ __all__ = [
 
 SourceLike = Source | str | Path
 
-MODEL_PARAMS = tuple(name for name in ClassifierConfig.model_fields if name not in LAYOUT_KEYS)
-"""`LTMIA` parameters that size the model: ``ClassifierConfig`` but the store's feature layout."""
-RUNTIME_PARAMS = ("memory_budget_bytes", "device")
-"""`LTMIA` parameters of the machine rather than of the classifier: not settings of a study's classifier."""
-CONFIG_PARAMS = (
-    *MODEL_PARAMS,
-    "groups",
-    *(name for name in TrainSettings.model_fields if name not in RUNTIME_PARAMS),
-)
-"""What a study's ``[classifiers.<name>]`` table may set: every other `LTMIA` parameter."""
-
 
 def check_params(params: dict, where: str) -> None:
     """`LTMIA` keyword arguments from a config table, validated now, so a typo or a bad value fails when
@@ -74,6 +64,9 @@ def check_params(params: dict, where: str) -> None:
     check_keys(params, CONFIG_PARAMS, where)
     ClassifierConfig.from_table({k: v for k, v in params.items() if k in MODEL_PARAMS}, where)
     TrainSettings.from_table({k: v for k, v in params.items() if k in TrainSettings.model_fields}, where)
+    variant = params.get("variant", default(ClassifierConfig, "variant"))
+    if variant not in VARIANTS:
+        raise SettingsError(f"{where}: unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
 
 
 def as_source(source: SourceLike) -> Source:

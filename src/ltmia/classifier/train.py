@@ -25,12 +25,10 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import model_validator
 from torch import Tensor, nn
 
 from ltmia.classifier.batches import (
@@ -51,70 +49,12 @@ from ltmia.device import resolve_device
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
 from ltmia.metrics import auc
-from ltmia.settings import Real, Settings
+from ltmia.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
 OnEpoch = Callable[[dict], None]
 """Called after every epoch with its history entry: epoch, train_loss, val_auc, lr, seconds."""
-
-
-class TrainSettings(Settings):
-    """How to train; the defaults are the paper's (SPEC §6).
-
-    ``micro_batch_size`` rows go through the model at once (activation memory); ``memory_budget_bytes``
-    bounds the feature rows held by the shuffle buffer. Neither changes the maths, but the buffer size
-    decides the row order, so it is recorded with the seed. ``patience`` (not in the paper, which trains
-    all 80 epochs) ends training once the validation AUC has not improved for that many epochs: training
-    to convergence without paying for epochs that only overfit; the schedule still spans ``epochs``.
-    """
-
-    what: ClassVar[str] = "classifier training"
-
-    lr: Real = 9.88e-4
-    weight_decay: Real = 0.028
-    label_smoothing: Real = 0.02
-    batch_size: int = 16384
-    epochs: int = 80
-    warmup_epochs: int = 10
-    min_lr: Real = 1e-6
-    grad_clip: Real | None = 1.0
-    patience: int | None = None  # stop after this many epochs without a better validation AUC
-    seed: int = 42
-    micro_batch_size: int = 512
-    memory_budget_bytes: int = 2**30
-    device: str = "auto"
-
-    @model_validator(mode="after")
-    def check(self) -> TrainSettings:
-        counts = {
-            "batch size": self.batch_size,
-            "epochs": self.epochs,
-            "micro-batch size": self.micro_batch_size,
-        }
-        if self.patience is not None:
-            counts["patience"] = self.patience
-        small = [name for name, value in counts.items() if value < 1]
-        if small:
-            raise ValueError(f"{', '.join(small)} must be at least 1")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(
-                f"warmup epochs ({self.warmup_epochs}) must be between 0 and the epochs ({self.epochs}); "
-                "lower the warmup"
-            )
-        if not 0 <= self.min_lr <= self.lr or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("need lr > 0, 0 <= min_lr <= lr and weight_decay >= 0")
-        if not 0 <= self.label_smoothing < 1 or (self.grad_clip is not None and self.grad_clip <= 0):
-            raise ValueError("label smoothing must be in [0, 1) and grad_clip positive (or None)")
-        if self.memory_budget_bytes < 1:
-            raise ValueError(
-                f"the memory budget must be a positive number of bytes, not {self.memory_budget_bytes}"
-            )
-        try:
-            resolve_device(self.device)
-        except RuntimeError as error:
-            raise ValueError(f"unknown device {self.device!r}: {error}") from None
-        return self
 
 
 @dataclass

@@ -26,17 +26,15 @@ from pathlib import Path
 from ltmia.attacks.costly import COSTLY_ATTACKS
 from ltmia.classifier import CONFIG_PARAMS, check_params
 from ltmia.corpora.files import parse_columns
-from ltmia.costly_scores import CostlyOptions
 from ltmia.data import BOS_CHOICES
 from ltmia.device import resolve_precision
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
-from ltmia.finetune import Recipe
-from ltmia.settings import check_keys
+from ltmia.settings import Recipe, StoreSettings, ZooSettings, check_keys
+from ltmia.settings.costly import CostlyOptions
+from ltmia.settings.zoo import zoo_settings
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
-from ltmia.store import StoreSettings
 from ltmia.zoo.architectures import ARCHITECTURES
-from ltmia.zoo.pretrain import ZooSettings, zoo_settings
 
 ZOO_PREFIX = "zoo:"
 SPLITS = ("test", "all")  # a group reads its combos' test split (training combos) or all their pairs
@@ -183,7 +181,7 @@ class StudyConfig:
 
 
 def parse_zoo(table: dict) -> ZooSettings:
-    """``[zoo]``: pool size, pretraining epochs, model size (ltmia.zoo.pretrain.zoo_settings)."""
+    """``[zoo]``: pool size, pretraining epochs, model size (``ltmia.settings.zoo.zoo_settings``)."""
     return zoo_settings(table, "[zoo]")
 
 
@@ -294,7 +292,7 @@ def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
 
 def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
     """``[costly]``: the costly attacks to run and their `CostlyOptions`; absent or empty: none."""
-    check_keys(table, ("attacks", *names_of(CostlyOptions)), "[costly]")
+    check_keys(table, ("attacks", *CostlyOptions.model_fields), "[costly]")
     attacks = tuple(table.get("attacks", ()))
     for name in attacks:
         if name not in COSTLY_ATTACKS:
@@ -306,7 +304,7 @@ def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
         if options:
             raise InputError("[costly] sets options but names no attacks (attacks = [...])")
         return (), None
-    return attacks, CostlyOptions(**options)
+    return attacks, CostlyOptions.from_table(options, "[costly]")
 
 
 def parse(raw: dict) -> StudyConfig:

@@ -29,10 +29,9 @@ from ltmia.artefacts import versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
+from ltmia.settings import StoreSettings, ZooSettings
 from ltmia.sources import source_record
-from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
-from ltmia.zoo.pretrain import ZooSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,70 +23,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
-from pydantic import Field, field_validator
 
 from ltmia.artefacts import building, read_manifest, versions, write_json, write_manifest
 from ltmia.corpora import CORPORA, corpus_texts
-from ltmia.data import SEQ_LEN, encode, filter_texts, seeded_order, text_hash
+from ltmia.data import encode, filter_texts, seeded_order, text_hash
 from ltmia.device import resolve_device
 from ltmia.errors import OutputExistsError
-from ltmia.finetune import Recipe, train_causal_lm
-from ltmia.settings import Real, Settings, check_keys
-from ltmia.zoo.architectures import ARCHITECTURES, ZooSize, build_model, count_parameters
-from ltmia.zoo.tokenizer import DEFAULT_VOCAB_SIZE, train_tokenizer
+from ltmia.finetune import train_causal_lm
+from ltmia.settings.zoo import ZooSettings
+from ltmia.zoo.architectures import ARCHITECTURES, build_model, count_parameters
+from ltmia.zoo.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def pretrain_recipe() -> Recipe:
-    """Pretraining from scratch wants a high LR with warmup and cosine decay, and clipping for stability."""
-    return Recipe(
-        epochs=4, lr=2e-3, weight_decay=0.01, schedule="cosine", warmup_steps=50, grad_clip=1.0, seed=0
-    )
-
-
-class ZooSettings(Settings):
-    """What a zoo is built from; stored in ``zoo.json`` so a resumed build cannot silently change it, and
-    hashed into a study's zoo keys (``record()``: the fields in this order)."""
-
-    what: ClassVar[str] = "zoo settings"
-
-    corpora: list[str] = Field(default_factory=lambda: CORPORA.names())
-    texts_per_corpus: int = Field(1000, ge=1)
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    size: ZooSize = Field(default_factory=ZooSize)
-    recipe: Recipe = Field(default_factory=pretrain_recipe)
-    val_fraction: Real = 0.05
-    seq_len: int = SEQ_LEN
-    seed: int = 0
-
-    @field_validator("corpora")
-    @classmethod
-    def built_in(cls, corpora: list[str]) -> list[str]:
-        unknown = [corpus for corpus in corpora if corpus not in CORPORA]
-        if unknown:
-            raise ValueError(
-                f"unknown built-in corpus {unknown[0]!r}; choose from {', '.join(CORPORA.names())}"
-            )
-        return corpora
-
-
-ZOO_KEYS = ("corpora", "texts_per_corpus", "vocab_size", "epochs", "hidden", "layers", "heads")
-"""The zoo settings a study's ``[zoo]`` table and ``ltmia zoo build`` set: `ZooSettings` flattened."""
-
-
-def zoo_settings(table: dict, where: str = "zoo settings") -> ZooSettings:
-    """`ZooSettings` from flat ``ZOO_KEYS`` values: ``epochs`` is the pretraining recipe's, ``hidden``,
-    ``layers`` and ``heads`` the ``ZooSize``'s; what is not given keeps the models' defaults."""
-    check_keys(table, ZOO_KEYS, where)
-    values = {key: table[key] for key in ("corpora", "texts_per_corpus", "vocab_size") if key in table}
-    values["size"] = {key: table[key] for key in ("hidden", "layers", "heads") if key in table}
-    if "epochs" in table:
-        values["recipe"] = {**pretrain_recipe().record(), "epochs": table["epochs"]}
-    return ZooSettings.from_table(values, where)
 
 
 @dataclass

@@ -1,11 +1,8 @@
 """The base of every typed settings model: one home for each default, one line for each mistake.
 
-A component's settings (the fine-tuning ``Recipe``, the classifier's ``ClassifierConfig`` and
-``TrainSettings``, the store's ``StoreSettings``, the zoo's ``ZooSettings``) are a pydantic model derived
-from `Settings`. The study's TOML configs, the Python API and the typer CLI all build them, so a default is
-written once (the CLI reads it with `default`) and every mistake is a `SettingsError` that names the key:
-an unknown key (``extra="forbid"``: a typo is an error, not a silent default), a value of the wrong type or
-outside its range.
+Every component's settings model derives from `Settings`: a pydantic model with ``extra="forbid"`` (a typo
+is an error, not a silent default) whose every mistake is a `SettingsError` naming the key, what is wrong
+and what is allowed. The typer CLI reads its option defaults from the models with `default`.
 
 Two rules keep the cache keys and the JSON written before these models existed byte-identical:
 ``record()`` lists the fields in declaration order with plain values, exactly as ``dataclasses.asdict``
@@ -17,11 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, WrapValidator
 
 from ltmia.errors import SettingsError
+
+SEQ_LEN = 128  # L: tokens per text (SPEC §2), of fine-tuning, stores and the zoo alike
+Precision = Literal["fp32", "bf16"]  # what a model runs in (``ltmia.device``)
+PrecisionSetting = Literal["fp32", "bf16", "auto"]  # what a user asks for: auto is resolved per machine
+PRECISIONS: tuple[str, ...] = get_args(PrecisionSetting)
 
 
 def keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
