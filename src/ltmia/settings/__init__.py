@@ -7,7 +7,8 @@ The components: ``finetune.Recipe`` (SPEC §3), ``store.StoreSettings`` (SPEC §
 ``ClassifierConfig`` and ``TrainSettings`` (SPEC §6), ``costly.CostlyOptions`` (the costly attacks'
 sources), ``zoo.ZooSettings``. Importing them loads no torch, so the CLI shows their defaults without it;
 a check that needs torch or a registry (device, precision, corpora, costly attacks) imports it when a
-model is made. The component modules re-export their model (``ltmia.finetune.Recipe`` is ``ltmia.settings.Recipe``).
+model is made. The component modules re-export their model (``ltmia.finetune.Recipe`` is
+``ltmia.settings.Recipe``).
 
 Cache keys and manifests hash ``record()``: the fields in declaration order, as ``dataclasses.asdict`` gave
 when these were dataclasses, so a new field needs a default that computes exactly what was computed before.

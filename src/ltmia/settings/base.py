@@ -96,13 +96,15 @@ class Settings(BaseModel):
         return self.model_dump()
 
 
-def default(model: type, name: str) -> Any:
+def default(model: type[Any], name: str) -> Any:
     """The default of a field of a settings model (or a plain dataclass such as ``ZooSize``): what the CLI
     and the estimator show, read from the one model that owns it."""
     if issubclass(model, BaseModel):
         return model.model_fields[name].get_default(call_default_factory=True)
     field = next(f for f in dataclasses.fields(model) if f.name == name)
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
 
 
 def check_keys(table: dict, known: Iterable[str], where: str) -> dict:

@@ -19,9 +19,9 @@ class Recipe(Settings):
 
     what: ClassVar[str] = "recipe"
 
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: Real = Field(5e-5, gt=0)
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr: Real = Field(default=5e-5, gt=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: Real | None = None  # None: the optimizer's torch default
     momentum: Real = 0.0  # SGD only

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
-from ltmia.settings.base import PRECISIONS, SEQ_LEN, Precision, Settings
+from ltmia.settings.base import PRECISIONS, SEQ_LEN, PrecisionSetting, Settings
 
 MEMORY_BUDGET_BYTES = 2**30
 """Default bound on the extra memory of ``ltmia.signals.extract`` (a sub-batch's logits plus chunk scratch)
@@ -29,7 +29,7 @@ class StoreSettings(Settings):
     shard_size: int = 1024
     batch_size: int = 16
     seq_len: int = SEQ_LEN
-    precision: Precision = "fp32"  # the models' forward passes (``ltmia.device``); "auto" is resolved here
+    precision: PrecisionSetting = "fp32"  # the models' forward passes (``ltmia.device``); auto: resolved here
     memory_budget_bytes: int = MEMORY_BUDGET_BYTES
 
     @field_validator("precision", mode="before")

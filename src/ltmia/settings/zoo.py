@@ -45,7 +45,7 @@ class ZooSettings(Settings):
     what: ClassVar[str] = "zoo settings"
 
     corpora: list[str] = Field(default_factory=built_in_corpora)
-    texts_per_corpus: int = Field(1000, ge=1)
+    texts_per_corpus: int = Field(default=1000, ge=1)
     vocab_size: int = DEFAULT_VOCAB_SIZE
     size: ZooSize = Field(default_factory=ZooSize)
     recipe: Recipe = Field(default_factory=pretrain_recipe)

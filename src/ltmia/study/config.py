@@ -85,8 +85,10 @@ SECTIONS = ("zoo", "defaults", "store", "combos", "classifiers", "groups", "cost
 STUDY_KEYS = ("name", "description", "seed", *SECTIONS)
 COMBO_KEYS = ("models", "corpora", "members", "val", "recipe", "column", "kind", "bos")
 DEFAULT_KEYS = tuple(key for key in COMBO_KEYS if key not in ("models", "corpora"))
-STORE_KEYS = (*(k for k in StoreSettings.model_fields if k not in ("seq_len", "memory_budget_bytes")),
-              "memory_budget_mib")  # fmt: skip
+STORE_KEYS = (
+    *(key for key in StoreSettings.model_fields if key not in ("seq_len", "memory_budget_bytes")),
+    "memory_budget_mib",
+)
 """``[store]``: `StoreSettings` but L (SPEC §4's, fixed) and the memory budget, given in MiB."""
 GROUP_KEYS = ("combos", "split", "paper")
 
@@ -203,9 +205,9 @@ def parse_recipe(table: dict, where: str) -> Recipe:
 
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
-    where = f"[combos.{name}]"
+    where, recipe_where = f"[combos.{name}]", f"[combos.{name}.recipe]"
     check_keys(table, COMBO_KEYS, where)
-    check_keys(table.get("recipe", {}), Recipe.model_fields, f"{where[:-1]}.recipe]")
+    check_keys(table.get("recipe", {}), Recipe.model_fields, recipe_where)
     settings = {**defaults, **{k: v for k, v in table.items() if k not in ("models", "corpora")}}
     settings["recipe"] = {**defaults.get("recipe", {}), **table.get("recipe", {})}
     if not table.get("models") or not table.get("corpora"):
@@ -219,7 +221,7 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
     if not isinstance(members, int) or members < 20:
         raise InputError(f"{where}: members must be an integer >= 20 (5% of pairs form the test split)")
     val = settings.get("val", max(1, members // 10))
-    recipe = parse_recipe(settings["recipe"], f"{where[:-1]}.recipe]")
+    recipe = parse_recipe(settings["recipe"], recipe_where)
     if settings.get("kind") not in (None, "text", "code"):
         raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
     if settings.get("column") is not None:
