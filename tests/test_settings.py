@@ -99,6 +99,12 @@ def test_an_int_given_for_a_real_stays_an_int():
         (lambda r: r["zoo"].update(corpora=["nope"]), "[zoo]: unknown built-in corpus 'nope'"),
         (lambda r: r["groups"]["held-out"].update(splits="all"), "[groups.held-out]: unknown key 'splits'"),
         (lambda r: r.update(sed=1), "study config: unknown key 'sed'"),
+        (lambda r: r["defaults"].update(member=40), "[defaults]: unknown key 'member'"),
+        (lambda r: r.update(costly={"attacks": ["recall"], "shot": 3}), "[costly]: unknown key 'shot'"),
+        (
+            lambda r: r.update(costly={"attacks": ["recall"], "shots": "many"}),
+            "[costly]: shots: input should",
+        ),
     ],
 )
 def test_a_config_mistake_is_one_line_naming_section_and_key(edit, message):
