@@ -100,6 +100,8 @@ def test_an_int_given_for_a_real_stays_an_int():
         (lambda r: r["groups"]["held-out"].update(splits="all"), "[groups.held-out]: unknown key 'splits'"),
         (lambda r: r.update(sed=1), "study config: unknown key 'sed'"),
         (lambda r: r["defaults"].update(member=40), "[defaults]: unknown key 'member'"),
+        (lambda r: r["defaults"].update(kind="prose"), "[defaults]: kind 'prose' is not one of: text, code"),
+        (lambda r: r["combos"]["train"].update(members="many"), "[combos.train]: members: input should"),
         (lambda r: r.update(costly={"attacks": ["recall"], "shot": 3}), "[costly]: unknown key 'shot'"),
         (
             lambda r: r.update(costly={"attacks": ["recall"], "shots": "many"}),

@@ -160,7 +160,10 @@ def test_changing_one_setting_invalidates_exactly_downstream(tmp_path):
             "[combos.train.recipe]: unknown key 'optimiser'",
         ),
         (lambda r: r["combos"]["train"].update(models=["packaged:gpt-5"]), "unknown packaged model"),
-        (lambda r: r["combos"]["train"].update(bos="sometimes"), "bos must be one of"),
+        (
+            lambda r: r["combos"]["train"].update(bos="sometimes"),
+            "[combos.train]: bos 'sometimes' is not one of: never, always, auto",
+        ),
         (lambda r: r["combos"]["train"].update(recipe={"precision": "fp8"}), "precision 'fp8'"),
     ],
 )

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -26,7 +26,8 @@ PAIR_FRACTIONS = (0.90, 0.05, 0.05)  # train / val / test share of the member/no
 
 Kind = Literal["text", "code"]
 Bos = Literal["never", "always"]
-BOS_CHOICES = ("never", "always", "auto")  # auto: what the tokenizer does by default
+BosSetting = Literal["never", "always", "auto"]  # auto: what the tokenizer does by default
+BOS_CHOICES: tuple[str, ...] = get_args(BosSetting)
 
 
 def text_hash(text: str) -> str:

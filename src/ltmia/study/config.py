@@ -22,15 +22,18 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
 
 from ltmia.attacks.costly import COSTLY_ATTACKS
 from ltmia.classifier import CONFIG_PARAMS, check_params
 from ltmia.corpora.files import parse_columns
-from ltmia.data import BOS_CHOICES
+from ltmia.data import BosSetting, Kind
 from ltmia.device import resolve_precision
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
-from ltmia.settings import Recipe, StoreSettings, ZooSettings, check_keys
+from ltmia.settings import Recipe, Settings, StoreSettings, ZooSettings, check_keys
 from ltmia.settings.costly import CostlyOptions
 from ltmia.settings.zoo import zoo_settings
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
@@ -83,8 +86,6 @@ def read_toml(spec: str, seen: tuple[str, ...] = ()) -> dict:
 
 SECTIONS = ("zoo", "defaults", "store", "combos", "classifiers", "groups", "costly")
 STUDY_KEYS = ("name", "description", "seed", *SECTIONS)
-COMBO_KEYS = ("models", "corpora", "members", "val", "recipe", "column", "kind", "bos")
-DEFAULT_KEYS = tuple(key for key in COMBO_KEYS if key not in ("models", "corpora"))
 STORE_KEYS = (
     *(key for key in StoreSettings.model_fields if key not in ("seq_len", "memory_budget_bytes")),
     "memory_budget_mib",
@@ -95,6 +96,26 @@ GROUP_KEYS = ("combos", "split", "paper")
 
 def names_of(cls) -> list[str]:
     return [f.name for f in fields(cls)]
+
+
+class ComboSection(Settings):
+    """``[combos.<name>]``: models x corpora fine-tuned alike. ``[defaults]`` gives any of these but the
+    models and corpora to every combo set; ``recipe`` tables merge key by key (a `Recipe`)."""
+
+    what: ClassVar[str] = "combo set"
+
+    models: list[str] = Field(default_factory=list)
+    corpora: list[str] = Field(default_factory=list)
+    members: int | None = None  # member texts; as many non-members (pairs, SPEC §2)
+    val: int | None = None  # fine-tune validation texts; default members // 10
+    recipe: dict = Field(default_factory=dict)
+    column: str | None = None  # a table file's or dataset's text column (``ltmia.corpora.files``)
+    kind: Kind | None = None  # text or code (SPEC §2 truncation); None: the corpus's own
+    bos: BosSetting | None = None  # ``ltmia.data.resolve_bos``; None: the model's default
+
+
+COMBO_KEYS = tuple(ComboSection.model_fields)
+DEFAULT_KEYS = tuple(key for key in COMBO_KEYS if key not in ("models", "corpora"))
 
 
 @dataclass(frozen=True)
@@ -206,9 +227,9 @@ def parse_recipe(table: dict, where: str) -> Recipe:
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
     where, recipe_where = f"[combos.{name}]", f"[combos.{name}.recipe]"
-    check_keys(table, COMBO_KEYS, where)
     check_keys(table.get("recipe", {}), Recipe.model_fields, recipe_where)
-    settings = {**defaults, **{k: v for k, v in table.items() if k not in ("models", "corpora")}}
+    given = ComboSection.from_table(table, where).model_dump(exclude_unset=True)
+    settings = {**defaults, **{k: v for k, v in given.items() if k not in ("models", "corpora")}}
     settings["recipe"] = {**defaults.get("recipe", {}), **table.get("recipe", {})}
     if not table.get("models") or not table.get("corpora"):
         raise InputError(f"{where} needs non-empty 'models' and 'corpora' lists")
@@ -222,12 +243,8 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
         raise InputError(f"{where}: members must be an integer >= 20 (5% of pairs form the test split)")
     val = settings.get("val", max(1, members // 10))
     recipe = parse_recipe(settings["recipe"], recipe_where)
-    if settings.get("kind") not in (None, "text", "code"):
-        raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
     if settings.get("column") is not None:
         parse_columns(settings["column"])  # a malformed a+b / a|b fails at plan time, not mid-run
-    if settings.get("bos") not in (None, *BOS_CHOICES):
-        raise InputError(f"{where}: bos must be one of {', '.join(BOS_CHOICES)}, got {settings['bos']!r}")
     for model in table["models"]:
         if model.startswith(PACKAGED_PREFIX) and model.removeprefix(PACKAGED_PREFIX) not in PACKAGED:
             raise InputError(
@@ -315,6 +332,7 @@ def parse(raw: dict) -> StudyConfig:
     seed = raw.get("seed", 42)
     defaults = check_keys(dict(raw.get("defaults", {})), DEFAULT_KEYS, "[defaults]")
     check_keys(defaults.get("recipe", {}), Recipe.model_fields, "[defaults.recipe]")
+    defaults = ComboSection.from_table(defaults, "[defaults]").model_dump(exclude_unset=True)
     combo_sets = {name: parse_combo_set(name, t, defaults, seed) for name, t in raw.get("combos", {}).items()}
     if not combo_sets:
         raise InputError("a study needs at least one [combos.<name>] table")
