@@ -514,6 +514,12 @@ def train_command(
     groups: Annotated[
         str | None, typer.Option(help="Feature groups to keep, e.g. comparison,target.")
     ] = None,
+    score_inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Baseline scores the classifier also reads, e.g. ez_mia,wbc,ref_loss (not in SPEC §6)."
+        ),
+    ] = None,
     memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = 1024,
     seed: int = 42,
     device: str = "auto",
@@ -530,6 +536,7 @@ def train_command(
     classifier = LTMIA(
         variant,
         groups=groups.split(",") if groups else None,
+        score_inputs=tuple(score_inputs.split(",")) if score_inputs else (),
         epochs=epochs,
         warmup_epochs=warmup_epochs,
         batch_size=batch_size,

@@ -182,7 +182,7 @@ class StudyConfig:
 CLASSIFIER_PARAMS = {
     "variant", "d_model", "heads", "layers", "ff", "dropout", "mlp_hidden", "groups", "lr", "weight_decay",
     "label_smoothing", "batch_size", "epochs", "warmup_epochs", "min_lr", "grad_clip", "patience", "seed",
-    "micro_batch_size",
+    "micro_batch_size", "score_inputs",
 }  # fmt: skip
 
 
@@ -277,6 +277,10 @@ def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec
             raise InputError(
                 f"{where}: unknown feature group {group!r}; choose from {', '.join(feature_groups())}"
             )
+    if params.get("score_inputs"):
+        from ltmia.classifier.score_inputs import check_score_inputs
+
+        check_score_inputs(params["score_inputs"])
     if shipped and params:
         raise InputError(f"{where}: a shipped classifier takes no training settings")
     return ClassifierSpec(name, train, shipped, params)
