@@ -148,7 +148,8 @@ def shipped_stage(name: str) -> Stage:
 
 
 def plan(config: StudyConfig) -> StudyPlan:
-    """Every stage the study needs, deduplicated by key, dependencies first."""
+    """Every stage the study needs, deduplicated by key, dependencies first, the classifiers' as early as
+    their dependencies allow."""
     archs = list(dict.fromkeys(c.arch for c in config.all_combos if c.arch))
     pretrained = zoo_stages(config.zoo, archs)
     targets = {c: finetune_stage(c, pretrained) for c in config.all_combos}
@@ -183,7 +184,9 @@ def plan(config: StudyConfig) -> StudyPlan:
                 )
     costly = costly_stages(config, stores)
     ordered: dict[str, Stage] = {}
-    for stage in [*baselines.values(), *lt_mia.values(), *costly.values()]:
+    # Classifiers first: they need only their training stores, so a long study has its classifiers (and the
+    # ablations between them) long before the costly evaluation targets are fine-tuned.
+    for stage in [*classifiers.values(), *baselines.values(), *lt_mia.values(), *costly.values()]:
         add_with_deps(stage, ordered)
     return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia, costly)
 
