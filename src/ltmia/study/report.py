@@ -140,7 +140,7 @@ def claim_results(results_dir: Path, create: bool = True) -> list[str]:
     a ``groups/`` holding a file ltmia did not write is refused (``OutputExistsError``), never emptied.
     ``create=False`` only checks, before a study runs for hours."""
     fix = "choose another --results directory"
-    before = claim_output(Path(results_dir), RESULTS, fix, legacy_results, create=create)
+    before = claim_output(Path(results_dir), RESULTS, fix, legacy_results, create=False)
     foreign = strays(results_dir, before, "groups")
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
@@ -148,7 +148,7 @@ def claim_results(results_dir: Path, create: bool = True) -> list[str]:
             f"{results_dir / 'groups'} holds files ltmia did not write ({shown}); ltmia replaces only its "
             f"own group tables there: move them away, or {fix}"
         )
-    return before
+    return claim_output(Path(results_dir), RESULTS, fix, legacy_results) if create else before
 
 
 def write_report(
