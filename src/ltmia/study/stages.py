@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ltmia.artefacts import building, versions, write_json
+from ltmia.artefacts import building, strays, versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
@@ -358,10 +358,7 @@ def write_scores(stage: Stage, cache: Path, scored) -> None:
     stray temporary file. A stage directory holding nothing but the scores of a run killed before its
     ``stage.json`` (as earlier ltmia versions wrote them, in place) is replaced; anything else is refused."""
     out = stage.out(cache)
-    stale = out.is_dir() and all(
-        path.name == SCORES_FILE or (path.name.startswith(f"{SCORES_FILE}.") and path.suffix == ".tmp")
-        for path in out.iterdir()
-    )
+    stale = out.is_dir() and not strays(out, [SCORES_FILE])  # scores.json and its debris only
     with building(out, what=f"{stage.kind} score table", replace=stale) as scratch:
         write_json(scratch / SCORES_FILE, scored.to_json())
 
