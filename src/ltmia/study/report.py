@@ -41,6 +41,7 @@ from ltmia.evaluation import (
     merge,
     pool,
     render,
+    result_files,
     slugify,
     write_results,
 )
@@ -115,7 +116,7 @@ TOP_FILES = ("results.json", "summary.md", "config.toml", "config.resolved.json"
 
 def group_files(names: list[str]) -> list[str]:
     """The files ``write_report`` writes under ``groups/`` for groups ``names``."""
-    return [f"groups/{slugify(name)}{suffix}" for name in names for suffix in (".json", ".md", "-roc.png")]
+    return [f"groups/{file}" for name in names for file in result_files(slugify(name))]
 
 
 def legacy_results(results_dir: Path) -> list[str] | None:
