@@ -433,9 +433,11 @@ def baselines(
     """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
     (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, evaluation, merge, render, store_split
+    from ltmia.evaluation import baseline_scores, check_baselines_json, evaluation, merge, render, store_split
     from ltmia.store import Store
 
+    if json_out is not None:
+        check_baselines_json(json_out)
     opened = Store(store)
     if attacks is None:
         scored = baseline_scores(opened, split)
@@ -639,12 +641,14 @@ def _run_study(
     import time
 
     from ltmia.study.config import config_source, load_config
-    from ltmia.study.report import rich_table, write_report
+    from ltmia.study.report import claim_results, rich_table, write_report
     from ltmia.study.runner import run_stages, status
     from ltmia.study.stages import plan
 
     started = time.perf_counter()
     study = plan(load_config(config, seed))
+    results = results or Path("results") / study.config.name
+    claim_results(results, create=False)  # a --results ltmia may not write is refused before hours of work
 
     def on_stage(index: int, total: int, stage, event: str) -> None:
         if event != "cached":
@@ -655,7 +659,6 @@ def _run_study(
     cached = sum(done for _, done in status(study, cache))
     console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
     run_stages(study, cache, device, on_stage, backend, address, workers)
-    results = results or Path("results") / study.config.name
     table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
     console.print(rich_table(table, f"AUC per group, study {study.config.name}"))
     console.print(
@@ -791,6 +794,7 @@ def audit(
 
 
 def _print_audit(result) -> None:
+    from ltmia.audit.html import skipped_note
     from ltmia.evaluation import render
     from ltmia.progress import printable
 
@@ -798,6 +802,10 @@ def _print_audit(result) -> None:
         found = result.record["evidence"]
         console.print(f"[bold]{escape(found['selected'])}[/]")
         console.print(f"set-level verdict: {escape(found['verdict'])}")
+        known = found.get("non_member_texts", {})
+        console.print(
+            f"known non-members: {found['non_members']} scored{skipped_note(known.get('skipped', []))}"
+        )
     counts = result.counts
     flagged = ", ".join(
         f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts

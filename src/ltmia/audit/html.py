@@ -77,6 +77,15 @@ def render(result: AuditResult) -> str:
     )
 
 
+def skipped_note(skipped: list[int]) -> str:
+    """Rows without text, by input position, as a note: "; 2 rows without text skipped (input #3, #7)"
+    (nothing when there are none)."""
+    if not skipped:
+        return ""
+    shown = ", #".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    return f"; {len(skipped)} row{'s' * (len(skipped) > 1)} without text skipped (input #{shown})"
+
+
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -230,7 +239,8 @@ def evidence_html(record: dict) -> str:
         ("set-level verdict", found["verdict"]),
         (
             "non-members",
-            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})",
+            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})"
+            + skipped_note(found.get("non_member_texts", {}).get("skipped", [])),
         ),
     ]
     if found["candidates_also_in_non_members"]:

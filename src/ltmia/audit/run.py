@@ -25,14 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ltmia.artefacts import read_manifest, versions, write_json, write_text
+from ltmia.artefacts import (
+    MARKER,
+    claim_output,
+    read_manifest,
+    record_output,
+    versions,
+    write_json,
+    write_text,
+)
 from ltmia.audit.explain import Explanation, explain
 from ltmia.audit.inputs import Candidates
 from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
 from ltmia.data import Kind, resolve_bos
-from ltmia.errors import InputError, OutputExistsError
+from ltmia.errors import InputError
 from ltmia.evaluation import (
     LT_MIA,
     Evaluation,
@@ -138,13 +146,43 @@ def target_bos(target: str, base: str) -> str:
     return default_bos(base) or "never"
 
 
-def check_output(out: Path) -> None:
-    """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused."""
-    if out.is_file():
-        raise OutputExistsError(f"{out} is a file; choose a directory for --out")
-    entries = {entry.name for entry in out.iterdir()} if out.exists() else set()
-    if entries and not {AUDIT_FILE, STORE_DIR, f"{STORE_DIR}.partial"} & entries:
-        raise OutputExistsError(f"{out} exists and is not an ltmia audit; choose another --out directory")
+AUDIT = "ltmia audit"
+"""What ``claim_output`` records an audit's output directory as."""
+AUDIT_FILES = (
+    "scores.csv",
+    "scores.json",
+    "explanations.json",
+    "non_members.json",
+    "report.html",
+    AUDIT_FILE,
+    *(f"metrics{suffix}" for suffix in (".json", ".md", "-roc.png")),
+)
+
+
+def legacy_audit(out: Path) -> list[str] | None:
+    """An audit written (or begun) before ltmia recorded its files: its ``audit.json`` says so, or it holds
+    ltmia's store, finished (a manifest) or begun (a scratch directory with ltmia's marker); None if not."""
+    try:
+        record = json.loads((out / AUDIT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    ours = isinstance(record, dict) and record.get("artefact") == "ltmia-audit"
+    if (
+        ours
+        or (out / STORE_DIR / "manifest.json").is_file()
+        or (out / f"{STORE_DIR}.partial" / MARKER).is_file()
+    ):
+        return list(AUDIT_FILES)
+    return None
+
+
+def check_output(out: Path, create: bool = False) -> None:
+    """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused.
+    ``create``: make it and record it as the audit's (``claim_output``), once the cheap checks passed."""
+    fix = "choose another --out directory"
+    before = claim_output(out, AUDIT, fix, legacy_audit, create=create)
+    if create and not set(AUDIT_FILES) <= set(before):
+        record_output(out, AUDIT, [*before, *AUDIT_FILES])
 
 
 def audit(
@@ -180,7 +218,7 @@ def audit(
         precision=settings.precision,
         memory_budget_bytes=settings.memory_budget_bytes,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, create=True)
     store = Store(
         build_store(
             *load_models(target, reference_spec, settings.device, settings.trust_remote_code),
@@ -211,7 +249,12 @@ def audit(
         metrics = write_results(scored, out, "metrics", title)
     record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
     if found is not None:
-        found.record["non_member_texts"] = {"read": non_members.n_read, **non_members.flag_counts()}
+        found.record["non_member_texts"] = {
+            "read": non_members.n_read,
+            "scored": len(non_members.texts),
+            **non_members.flag_counts(),
+            "skipped": non_members.skipped,  # input positions of the rows without text, never scored
+        }
         record = {"artefact": record.pop("artefact"), "evidence": found.record, **record}
     result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record, found)
     write_outputs(result, non_members)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ltmia.artefacts import versions, write_json
+from ltmia.artefacts import building, strays, versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
@@ -352,10 +352,18 @@ def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     LTMIA(**stage.params, device=device).fit(stores).save(out)
 
 
+SCORES_FILE = "scores.json"
+
+
 def write_scores(stage: Stage, cache: Path, scored) -> None:
+    """A score stage's ``scores.json``, built like every artefact (``ltmia.artefacts.building``): a run
+    killed while writing leaves only ltmia's marked scratch directory, cleared by the next run, never a
+    stray temporary file. A stage directory holding nothing but the scores of a run killed before its
+    ``stage.json`` (as earlier ltmia versions wrote them, in place) is replaced; anything else is refused."""
     out = stage.out(cache)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "scores.json", scored.to_json())
+    stale = out.is_dir() and not strays(out, [SCORES_FILE])  # scores.json and its debris only
+    with building(out, what=f"{stage.kind} score table", replace=stale) as scratch:
+        write_json(scratch / SCORES_FILE, scored.to_json())
 
 
 @runner("baselines")
