@@ -18,13 +18,13 @@ from typing import Literal
 
 import torch
 
+from ltmia.corpora.base import Kind
 from ltmia.errors import InputError, NotEnoughTextsError
 
 MIN_CHARS = 50  # texts of this many characters or fewer (after strip) are dropped
 SEQ_LEN = 128  # L
 PAIR_FRACTIONS = (0.90, 0.05, 0.05)  # train / val / test share of the member/non-member pairs
 
-Kind = Literal["text", "code"]
 Bos = Literal["never", "always"]
 BOS_CHOICES = ("never", "always", "auto")  # auto: what the tokenizer does by default
 
