@@ -26,16 +26,17 @@ from pathlib import Path
 import numpy as np
 
 from ltmia.artefacts import read_manifest, versions, write_json, write_text
-from ltmia.audit.explain import Explanation, explain
+from ltmia.audit.explain import explain
+from ltmia.audit.html import write_report
 from ltmia.audit.inputs import Candidates
 from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
+from ltmia.audit.result import AuditResult
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
 from ltmia.data import Kind, resolve_bos
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import (
     LT_MIA,
-    Evaluation,
     Scored,
     baseline_scores,
     lt_mia_scores,
@@ -78,21 +79,6 @@ class AuditSettings:
     device: str = "auto"
     trust_remote_code: bool = False
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
-
-
-@dataclass
-class AuditResult:
-    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics (with
-    bootstrap intervals) when labels were given, explanations of the top texts, counts of skipped /
-    flagged texts, the output dir; with known non-members, the ``evidence`` (``ltmia.audit.nonmembers``)."""
-
-    out: Path
-    table: list[dict]
-    counts: dict[str, int]
-    explanations: list[Explanation] = field(default_factory=list)
-    metrics: Evaluation | None = None
-    record: dict = field(default_factory=dict)
-    evidence: Evidence | None = None
 
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
@@ -316,8 +302,6 @@ def study_of(classifier_dir: Path) -> dict | None:
 def write_outputs(result: AuditResult, non_members: Candidates | None = None) -> None:
     """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` (with known non-members also
     ``non_members.json``, their scores) and ``audit.json`` (last; keys in reading order, evidence first)."""
-    from ltmia.audit.html import write_report
-
     out = result.out
     write_text(out / "scores.csv", table_csv(result.table))
     write_json(out / "scores.json", result.table)
