@@ -26,8 +26,9 @@ from ltmia.costly_scores import (
 )
 from ltmia.data import make_splits, text_hash
 from ltmia.errors import InputError, UnknownNameError
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 from ltmia.study.config import parse, read_toml
 from ltmia.study.stages import plan
 

@@ -374,8 +374,9 @@ def extract_command(
 ) -> None:
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
+    from ltmia.extract import extract_target
     from ltmia.progress import text_bar
-    from ltmia.store import Store, StoreSettings, extract_target
+    from ltmia.store import Store, StoreSettings
 
     settings = StoreSettings(
         k=k,

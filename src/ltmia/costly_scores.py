@@ -35,7 +35,9 @@ from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import filter_texts, seeded_order, text_hash
 from ltmia.errors import InputError, UnknownNameError
 from ltmia.evaluation import Scored, store_split
-from ltmia.store import Store, load_models, target_record
+from ltmia.extract import target_record
+from ltmia.models import load_models
+from ltmia.store import Store
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES
 
 log = logging.getLogger(__name__)

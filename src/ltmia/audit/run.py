@@ -43,10 +43,11 @@ from ltmia.evaluation import (
     merge,
     write_results,
 )
+from ltmia.extract import build_store
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.models import adapter_base, load_tokenizer
+from ltmia.models import adapter_base, load_models, load_tokenizer
 from ltmia.sources import default_bos, model_spec
-from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
+from ltmia.store import Rows, Store, StoreSettings
 
 log = logging.getLogger(__name__)
 

@@ -330,7 +330,7 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
 
 @runner("extract")
 def run_extract(stage: Stage, cache: Path, device: str) -> None:
-    from ltmia.store import extract_target
+    from ltmia.extract import extract_target
 
     settings = StoreSettings(**stage.params, **stage.runtime)
     target, on_texts = stage.deps[0].out(cache), logged_texts(stage.label)
