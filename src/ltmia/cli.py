@@ -162,18 +162,18 @@ def zoo_build(
 ) -> None:
     """Train the tokenizer and pretrain tiny models of each architecture on the pretraining pool."""
     from ltmia.progress import step_bar
-    from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
-    from ltmia.zoo.pretrain import ZooSettings, build_zoo, pretrain_recipe
+    from ltmia.zoo.architectures import ARCHITECTURES
+    from ltmia.zoo.pretrain import build_zoo, zoo_settings
 
-    settings = ZooSettings(
+    settings = zoo_settings(
+        corpora=corpus or None,
         texts_per_corpus=texts_per_corpus,
         vocab_size=vocab_size,
-        size=ZooSize(hidden=hidden, layers=layers, heads=heads),
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        epochs=epochs,
     )
-    if corpus:
-        settings.corpora = list(corpus)
-    settings.recipe = pretrain_recipe()
-    settings.recipe.epochs = epochs
     with step_bar(console) as bar:
         built = build_zoo(out, arch or ARCHITECTURES.names(), settings, device, on_arch=bar.task)
     _print_zoo(out, list(built))
