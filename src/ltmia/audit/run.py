@@ -28,11 +28,12 @@ import numpy as np
 from ltmia.artefacts import read_manifest, versions, write_json, write_text
 from ltmia.audit.explain import explain
 from ltmia.audit.html import write_report
-from ltmia.audit.inputs import Candidates
-from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
+from ltmia.audit.inputs import Candidates, candidates, read_labels, read_texts
+from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, read_non_members, take
 from ltmia.audit.result import AuditResult
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
+from ltmia.corpora import check_kind
 from ltmia.data import Kind, resolve_bos
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import (
@@ -80,6 +81,9 @@ class AuditSettings:
     device: str = "auto"
     trust_remote_code: bool = False
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
 
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
@@ -203,6 +207,42 @@ def audit(
     result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record, found)
     write_outputs(result, non_members)
     return result
+
+
+def audit_files(
+    target: str,
+    texts: str | Path,
+    out: Path,
+    *,
+    reference: str | None = None,
+    labels: Path | None = None,
+    column: str | None = None,
+    fmt: str | None = None,
+    non_members: str | Path | None = None,
+    settings: AuditSettings | None = None,
+    on_texts: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """`audit` of texts in files, as ``ltmia audit`` runs it: candidates from ``texts`` (a file or ``-``,
+    stdin; ``ltmia.audit.inputs.read_texts``), known ``labels`` (one per text) and known ``non_members``
+    (``read_non_members``), read and flagged with the target's tokenizer before any model is loaded."""
+    settings = settings or AuditSettings()
+    raw = read_texts(texts, column, fmt)
+    known = read_labels(labels, len(raw)) if labels is not None else None
+    tokenizer = load_tokenizer(target, settings.trust_remote_code)
+    found = candidates(raw, tokenizer, known)
+    nulls = None
+    if non_members is not None:
+        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
+    return audit(
+        target,
+        found,
+        out,
+        reference=reference,
+        settings=settings,
+        tokenizer=tokenizer,
+        on_texts=on_texts,
+        non_members=nulls,
+    )
 
 
 def store_rows(candidates: Candidates, non_members: Candidates | None) -> Rows:

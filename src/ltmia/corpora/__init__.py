@@ -15,11 +15,13 @@ from pathlib import Path
 from ltmia.corpora import builtin, files
 from ltmia.corpora.base import (
     CORPORA,
+    KINDS,
     MAX_CODE_CHARS,
     PRETRAIN_PERCENT,
     Corpus,
     Kind,
     Pool,
+    check_kind,
     corpus_texts,
     in_pretrain_pool,
 )
@@ -32,8 +34,7 @@ def get_corpus(spec: str, *, column: str | None = None, kind: Kind | None = None
     A registered name wins over a same-named file in the working directory (write ``./name`` for the file).
     User sources are read here, so a bad file or column fails before any training starts.
     """
-    if kind not in (None, "text", "code"):
-        raise InputError(f"kind {kind!r} is not one of: text, code")
+    check_kind(kind)
     if spec in CORPORA:
         if column is not None:
             raise InputError(f"column applies to files and hf: datasets, not to the built-in corpus {spec!r}")
@@ -51,12 +52,14 @@ def get_corpus(spec: str, *, column: str | None = None, kind: Kind | None = None
 
 __all__ = [
     "CORPORA",
+    "KINDS",
     "MAX_CODE_CHARS",
     "PRETRAIN_PERCENT",
     "Corpus",
     "Kind",
     "Pool",
     "builtin",
+    "check_kind",
     "corpus_texts",
     "files",
     "get_corpus",

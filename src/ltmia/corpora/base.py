@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ltmia.errors import InputError
 from ltmia.registry import Registry
 
 Kind = Literal["text", "code"]
+KINDS: tuple[Kind, ...] = ("text", "code")  # code keeps its last tokens when truncated (SPEC §2)
 Pool = Literal["attack", "pretrain", "all"]
 
 MAX_CODE_CHARS = 4_000
@@ -42,6 +44,14 @@ class Corpus:
 
 
 CORPORA: Registry[Corpus] = Registry("corpus")
+
+
+def check_kind(kind: str | None) -> Kind | None:
+    """``kind`` when it is one of `KINDS` or None (a corpus's own); anything else is an InputError. The one
+    check for every boundary that takes a kind: corpus specs, study configs, audits."""
+    if kind not in (None, *KINDS):
+        raise InputError(f"kind {kind!r} is not one of: {', '.join(KINDS)}")
+    return kind  # type: ignore[return-value]
 
 
 def in_pretrain_pool(text: str) -> bool:

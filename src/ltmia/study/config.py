@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ltmia.corpora import check_kind
 from ltmia.corpora.files import parse_columns
 from ltmia.errors import InputError
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
@@ -229,8 +230,10 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
     val = settings.get("val", max(1, members // 10))
     recipe = parse_recipe(settings["recipe"], where)
     recipe.precision = resolve_precision(recipe.precision)  # "auto" -> what this machine runs: in the key
-    if settings.get("kind") not in (None, "text", "code"):
-        raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
+    try:
+        check_kind(settings.get("kind"))
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
     if settings.get("column") is not None:
         parse_columns(settings["column"])  # a malformed a+b / a|b fails at plan time, not mid-run
     if settings.get("bos") not in (None, *BOS_CHOICES):

@@ -27,8 +27,7 @@ from pathlib import Path
 
 from ltmia.artefacts import versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
-from ltmia.corpora import corpus_texts, get_corpus
-from ltmia.data import make_splits
+from ltmia.data import corpus_splits
 from ltmia.sources import source_record
 from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
@@ -313,17 +312,8 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
 
     p = stage.params
     base = str(stage.deps[0].out(cache)) if stage.deps else p["model"]
-    corpus = get_corpus(p["corpus"], column=p["column"], kind=p["kind"])
-    texts = corpus_texts(corpus)  # a built-in corpus's pretraining share never becomes a member (SPEC §2)
-    splits = make_splits(
-        texts,
-        p["members"],
-        p["val"],
-        p["members"],
-        seed=p["seed"],
-        kind=corpus.kind,
-        source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
-    )
+    members, column, kind = p["members"], p["column"], p["kind"]
+    splits = corpus_splits(p["corpus"], members, p["val"], members, p["seed"], column=column, kind=kind)
     recipe, on_step = Recipe(**p["recipe"]), logged_steps(stage.label)
     finetune(base, splits, stage.out(cache), recipe, bos=p["bos"], device=device, on_step=on_step)
 
