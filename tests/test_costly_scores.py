@@ -197,7 +197,7 @@ def test_study_costly_runner_writes_scores_the_report_reads(store, tmp_path):
     options = CostlyOptions(shots=2).record()
     params = {"attacks": ["lowercase", "recall"], "options": options, "split": "test"}
     stage = Stage("costly", "costly", params, (extract,), "c", "costly-out")
-    RUNNERS["costly"](stage, cache, "cpu")
+    RUNNERS.get("costly")(stage, cache, "cpu")
     scored = Scored.from_json(json.loads((cache / "costly-out" / "scores.json").read_text()))
     assert list(scored.scores) == ["lowercase", "recall"] and scored.labels.tolist() == [1, 0, 1, 0]
 

@@ -119,9 +119,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write text whole or not at all (``atomic_path``)."""
+    """Write text (UTF-8) whole or not at all (``atomic_path``)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: object) -> None:

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no display b
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from ltmia.artefacts import write_json
+from ltmia.artefacts import atomic_path, write_json, write_text
 from ltmia.attacks import ATTACKS, score
 from ltmia.errors import InputError
 from ltmia.metrics import (
@@ -388,7 +388,8 @@ def plot_roc(scored: Scored, path: Path, title: str) -> Path:
     ax.grid(True, which="major", lw=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.removeprefix(".") or "png")
     return path
 
 
@@ -405,7 +406,7 @@ def write_results(
     result = evaluation(scored, title, bootstrap)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{slug}.json", {**result.record(), **(extra or {})})
-    (out / f"{slug}.md").write_text(render(result.table(), "markdown"))
+    write_text(out / f"{slug}.md", render(result.table(), "markdown"))
     plot_roc(scored, out / f"{slug}-roc.png", title)
     return result
 
@@ -436,7 +437,7 @@ def evaluate_stores(
         title = f"{name} ({len(parts)} stores, pooled)"
         extra = {"stores": [str(s.path) for s in stores]}
         written[name] = write_results(pool(name, parts), out, slugify(name), title, extra)
-    (out / "scores.json").write_text(json.dumps([p.to_json() for p in parts]))
+    write_text(out / "scores.json", json.dumps([p.to_json() for p in parts]))
     return written
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ltmia.artefacts import read_json, versions, write_json
+from ltmia.artefacts import read_json, versions, write_json, write_text
 from ltmia.evaluation import (
     LABELS,
     LT_MIA,
@@ -118,9 +118,9 @@ def write_report(
         record["groups"][name] = {**table[name].record(), **extra}
     record["provenance"] = provenance(plan, cache, plan.config.all_combos)
     write_json(results_dir / "results.json", record)
-    (results_dir / "summary.md").write_text(summary_markdown(plan, table))
+    write_text(results_dir / "summary.md", summary_markdown(plan, table))
     if config_text is not None:
-        (results_dir / "config.toml").write_text(config_text)
+        write_text(results_dir / "config.toml", config_text)
     write_json(results_dir / "config.resolved.json", plan.config.raw)
     return table
 

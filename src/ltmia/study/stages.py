@@ -28,6 +28,7 @@ from pathlib import Path
 from ltmia.artefacts import versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
 from ltmia.data import corpus_splits
+from ltmia.registry import Registry
 from ltmia.sources import source_record
 from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
@@ -222,15 +223,8 @@ def add_with_deps(stage: Stage, ordered: dict[str, Stage]) -> None:
 # --- running ------------------------------------------------------------------------------------------
 
 Runner = Callable[[Stage, Path, str], None]
-RUNNERS: dict[str, Runner] = {}
-
-
-def runner(kind: str) -> Callable[[Runner], Runner]:
-    def add(function: Runner) -> Runner:
-        RUNNERS[kind] = function
-        return function
-
-    return add
+RUNNERS: Registry[Runner] = Registry("stage kind")
+"""How to compute each kind of stage: ``runner(stage, cache, device)``, registered below by kind."""
 
 
 def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
@@ -240,7 +234,7 @@ def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
     missing = [d.label for d in stage.deps if not d.done(cache)]
     if missing:
         raise RuntimeError(f"{stage.label}: dependencies not done: {', '.join(missing)}")
-    RUNNERS[stage.kind](stage, cache, device)
+    RUNNERS.get(stage.kind)(stage, cache, device)
     record = {
         "kind": stage.kind,
         "label": stage.label,
@@ -292,21 +286,21 @@ def zoo_settings(params: dict) -> ZooSettings:
     return ZooSettings(**{**values, "size": ZooSize(**values["size"]), "recipe": Recipe(**values["recipe"])})
 
 
-@runner("tokenizer")
+@RUNNERS.register("tokenizer")
 def run_tokenizer(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [], zoo_settings(stage.params), device)
 
 
-@runner("pretrain")
+@RUNNERS.register("pretrain")
 def run_pretrain(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [stage.params["arch"]], zoo_settings(stage.params), device)
 
 
-@runner("finetune")
+@RUNNERS.register("finetune")
 def run_finetune(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.finetune import Recipe, finetune
 
@@ -318,7 +312,7 @@ def run_finetune(stage: Stage, cache: Path, device: str) -> None:
     finetune(base, splits, stage.out(cache), recipe, bos=p["bos"], device=device, on_step=on_step)
 
 
-@runner("extract")
+@RUNNERS.register("extract")
 def run_extract(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.extract import extract_target
 
@@ -327,7 +321,7 @@ def run_extract(stage: Stage, cache: Path, device: str) -> None:
     extract_target(target, stage.out(cache), settings, device=device, on_texts=on_texts)
 
 
-@runner("classifier")
+@RUNNERS.register("classifier")
 def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.store import Store
@@ -345,7 +339,7 @@ def write_scores(stage: Stage, cache: Path, scored) -> None:
     write_json(out / "scores.json", scored.to_json())
 
 
-@runner("baselines")
+@RUNNERS.register("baselines")
 def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.evaluation import baseline_scores
     from ltmia.store import Store
@@ -353,7 +347,7 @@ def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, baseline_scores(Store(stage.deps[0].out(cache)), stage.params["split"]))
 
 
-@runner("costly")
+@RUNNERS.register("costly")
 def run_costly(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.costly_scores import CostlyOptions, costly_scores, store_models
     from ltmia.store import Store
@@ -365,7 +359,7 @@ def run_costly(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, costly_scores(store, stage.params["split"], attacks, options, models))
 
 
-@runner("lt_mia")
+@RUNNERS.register("lt_mia")
 def run_lt_mia(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.evaluation import lt_mia_scores
