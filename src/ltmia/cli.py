@@ -430,27 +430,24 @@ def baselines(
     """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
     (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, evaluation, merge, render, store_split
+    from ltmia.evaluation import baseline_scores, evaluation, render
     from ltmia.store import Store
 
     opened = Store(store)
     if attacks is None:
         scored = baseline_scores(opened, split)
     else:
-        from ltmia.costly_scores import CostlyOptions, costly_scores, parse_param, split_names, store_models
+        from ltmia.costly_scores import CostlyOptions, attack_scores, parse_params
 
-        one_pass, costly = split_names([name.strip() for name in attacks.split(",") if name.strip()])
-        params: dict[str, dict] = {}
-        for name, key, value in map(parse_param, param or []):
-            params.setdefault(name, {})[key] = value
+        names = [name.strip() for name in attacks.split(",") if name.strip()]
+        params = parse_params(param or [])
         options = CostlyOptions(shots, prefix_source, reference_corpus, seed, batch_size, params)
-        parts = [baseline_scores(opened, split, one_pass)] if one_pass else []
-        if costly:
-            n_texts = len(opened.rows(store_split(split)))
+
+        def on_costly(costly: list[str], n_texts: int) -> None:
             console.print(costly_table(costly, options, opened.manifest["seq_len"], n_texts))
-            models = store_models(opened, device, batch_size, trust_remote_code=trust_remote_code)
-            parts.append(costly_scores(opened, split, costly, options, models))
-        scored = merge(parts)
+
+        device_options = dict(device=device, trust_remote_code=trust_remote_code)
+        scored = attack_scores(opened, split, names, options, on_costly=on_costly, **device_options)
     result = evaluation(scored, f"Baselines on {store} ({split})")
     console.print(render(result.table(), "rich"))
     if json_out is not None:
