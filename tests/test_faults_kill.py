@@ -44,13 +44,13 @@ def replace(source, destination):
     return real_replace(source, destination)
 
 os.replace = replace
-real_runner = stages.RUNNERS[kind]
+real_runner = stages.RUNNERS.get(kind)
 
 def runner(stage, cache, device):
     running[0] = True
     real_runner(stage, cache, device)
 
-stages.RUNNERS[kind] = runner
+stages.RUNNERS._entries[kind] = runner
 run_local(stages.plan(parse(raw)), cache)
 print("finished without being killed")
 """

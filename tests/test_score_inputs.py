@@ -14,8 +14,9 @@ from ltmia.classifier import LTMIA, ArraySource
 from ltmia.classifier.score_inputs import ScoredSource, check_score_inputs, squash, text_scores
 from ltmia.errors import InputError
 from ltmia.evaluation import baseline_scores
+from ltmia.extract import build_store
 from ltmia.features import feature_dim
-from ltmia.store import Rows, Store, StoreSettings, build_store
+from ltmia.store import Rows, Store, StoreSettings
 
 K = 2
 NAMES = ("ez_mia", "wbc", "ref_loss")

@@ -13,18 +13,15 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ltmia.artefacts import write_text
 from ltmia.audit.explain import Explanation
+from ltmia.audit.result import AuditResult
 from ltmia.evaluation import Evaluation
 from ltmia.evaluation import render as render_table
-
-if TYPE_CHECKING:
-    from ltmia.audit.run import AuditResult
 
 MAX_TABLE_ROWS = 1000
 PREVIEW_CHARS = 160

@@ -81,6 +81,23 @@ class EvidenceSettings:
         return self.fpr if self.fpr is not None else self.fdr
 
 
+def evidence_settings(
+    fdr: float | None = None,
+    fpr: float | None = None,
+    alpha: float = 0.05,
+    attack: str = LT_MIA,
+    *,
+    with_non_members: bool,
+) -> EvidenceSettings:
+    """`EvidenceSettings` from ``ltmia audit``'s options: one error rate (``fdr`` default 0.05, or ``fpr``),
+    and no option that weighs candidates against non-members unless there are some."""
+    if fdr is not None and fpr is not None:
+        raise InputError("give --fdr or --fpr, not both: the selection controls one error rate")
+    if not with_non_members and (fdr, fpr, alpha, attack) != (None, None, 0.05, LT_MIA):
+        raise InputError("--fdr, --fpr, --alpha and --attack weigh candidates against --non-members; give it")
+    return EvidenceSettings(fdr=0.05 if fdr is None else fdr, fpr=fpr, alpha=alpha, attack=attack)
+
+
 def read_non_members(
     source: str | Path,
     tokenizer,

@@ -34,26 +34,29 @@ from ltmia.artefacts import (
     write_json,
     write_text,
 )
-from ltmia.audit.explain import Explanation, explain
-from ltmia.audit.inputs import Candidates
-from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
+from ltmia.audit.explain import explain
+from ltmia.audit.html import write_report
+from ltmia.audit.inputs import Candidates, candidates, read_labels, read_texts
+from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, read_non_members, take
+from ltmia.audit.result import AuditResult
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
+from ltmia.corpora import check_kind
 from ltmia.data import Kind, resolve_bos
 from ltmia.errors import InputError
 from ltmia.evaluation import (
     LT_MIA,
-    Evaluation,
     Scored,
     baseline_scores,
     lt_mia_scores,
     merge,
     write_results,
 )
+from ltmia.extract import build_store
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.models import adapter_base, load_tokenizer
+from ltmia.models import adapter_base, load_models, load_tokenizer
 from ltmia.sources import default_bos, model_spec
-from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
+from ltmia.store import Rows, Store, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +90,8 @@ class AuditSettings:
     trust_remote_code: bool = False
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
 
-
-@dataclass
-class AuditResult:
-    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics (with
-    bootstrap intervals) when labels were given, explanations of the top texts, counts of skipped /
-    flagged texts, the output dir; with known non-members, the ``evidence`` (``ltmia.audit.nonmembers``)."""
-
-    out: Path
-    table: list[dict]
-    counts: dict[str, int]
-    explanations: list[Explanation] = field(default_factory=list)
-    metrics: Evaluation | None = None
-    record: dict = field(default_factory=dict)
-    evidence: Evidence | None = None
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
 
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
@@ -261,6 +252,42 @@ def audit(
     return result
 
 
+def audit_files(
+    target: str,
+    texts: str | Path,
+    out: Path,
+    *,
+    reference: str | None = None,
+    labels: Path | None = None,
+    column: str | None = None,
+    fmt: str | None = None,
+    non_members: str | Path | None = None,
+    settings: AuditSettings | None = None,
+    on_texts: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """`audit` of texts in files, as ``ltmia audit`` runs it: candidates from ``texts`` (a file or ``-``,
+    stdin; ``ltmia.audit.inputs.read_texts``), known ``labels`` (one per text) and known ``non_members``
+    (``read_non_members``), read and flagged with the target's tokenizer before any model is loaded."""
+    settings = settings or AuditSettings()
+    raw = read_texts(texts, column, fmt)
+    known = read_labels(labels, len(raw)) if labels is not None else None
+    tokenizer = load_tokenizer(target, settings.trust_remote_code)
+    found = candidates(raw, tokenizer, known)
+    nulls = None
+    if non_members is not None:
+        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
+    return audit(
+        target,
+        found,
+        out,
+        reference=reference,
+        settings=settings,
+        tokenizer=tokenizer,
+        on_texts=on_texts,
+        non_members=nulls,
+    )
+
+
 def store_rows(candidates: Candidates, non_members: Candidates | None) -> Rows:
     """The store's rows: the candidates (split "all"), then the known non-members (label 0, split
     "non_members"). Without non-members the rows, hence the store, are exactly those of earlier audits."""
@@ -359,8 +386,6 @@ def study_of(classifier_dir: Path) -> dict | None:
 def write_outputs(result: AuditResult, non_members: Candidates | None = None) -> None:
     """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` (with known non-members also
     ``non_members.json``, their scores) and ``audit.json`` (last; keys in reading order, evidence first)."""
-    from ltmia.audit.html import write_report
-
     out = result.out
     write_text(out / "scores.csv", table_csv(result.table))
     write_json(out / "scores.json", result.table)

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from ltmia.artefacts import ltmia_home, write_text
-from ltmia.corpora import CORPORA, Corpus, Kind
+from ltmia.corpora.base import CORPORA, MAX_CODE_CHARS, Corpus, Kind
 from ltmia.errors import InputError
 
 CAP = 30_000
@@ -211,9 +211,6 @@ def stdlib_docs() -> Iterator[str]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 yield ast.get_docstring(node, clean=True) or ""
-
-
-MAX_CODE_CHARS = 4_000
 
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

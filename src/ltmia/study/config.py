@@ -22,20 +22,21 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ltmia.attacks.costly import COSTLY_ATTACKS
-from ltmia.corpora import CORPORA
+from ltmia.corpora import check_kind
 from ltmia.corpora.files import parse_columns
-from ltmia.costly_scores import CostlyOptions
-from ltmia.data import BOS_CHOICES
-from ltmia.device import resolve_precision
 from ltmia.errors import InputError
-from ltmia.features import feature_groups
-from ltmia.finetune import Recipe
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
-from ltmia.store import StoreSettings
-from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
-from ltmia.zoo.pretrain import ZooSettings, pretrain_recipe
+
+# What validating a config needs from the components (their settings classes and registries) loads torch,
+# so ``parse`` imports it when it runs: reading a config (``read_toml``) and importing this module stay
+# light, for the CLI and for a Ray driver that only plans.
+if TYPE_CHECKING:
+    from ltmia.costly_scores import CostlyOptions
+    from ltmia.finetune import Recipe
+    from ltmia.store import StoreSettings
+    from ltmia.zoo.pretrain import ZooSettings
 
 ZOO_PREFIX = "zoo:"
 SPLITS = ("test", "all")  # a group reads its combos' test split (training combos) or all their pairs
@@ -110,6 +111,8 @@ class Combo:
 
     @property
     def recipe(self) -> Recipe:
+        from ltmia.finetune import Recipe
+
         return Recipe(**dict(self.recipe_items))
 
     @property
@@ -187,32 +190,29 @@ CLASSIFIER_PARAMS = {
 
 
 def parse_zoo(table: dict) -> ZooSettings:
-    """``[zoo]``: pool size, pretraining epochs, model size (ltmia.zoo.pretrain.ZooSettings)."""
-    take(table, {"texts_per_corpus", "epochs", "hidden", "layers", "heads", "vocab_size", "corpora"}, "[zoo]")
-    recipe = pretrain_recipe()
-    recipe.epochs = table.get("epochs", recipe.epochs)
-    defaults = ZooSettings()
-    size = ZooSize(**{k: table[k] for k in ("hidden", "layers", "heads") if k in table})
-    for corpus in table.get("corpora", defaults.corpora):
-        if corpus not in CORPORA:
-            raise InputError(
-                f"[zoo]: unknown built-in corpus {corpus!r}; choose from {', '.join(CORPORA.names())}"
-            )
-    return ZooSettings(
-        corpora=list(table.get("corpora", defaults.corpora)),
-        texts_per_corpus=table.get("texts_per_corpus", defaults.texts_per_corpus),
-        vocab_size=table.get("vocab_size", defaults.vocab_size),
-        size=size,
-        recipe=recipe,
-    )
+    """``[zoo]``: pool size, pretraining epochs, model size (``ltmia.zoo.pretrain.zoo_settings``)."""
+    from ltmia.zoo.pretrain import zoo_settings
+
+    keys = {"texts_per_corpus", "epochs", "hidden", "layers", "heads", "vocab_size", "corpora"}
+    take(table, keys, "[zoo]")
+    try:
+        return zoo_settings(**table)
+    except InputError as error:
+        raise InputError(f"[zoo]: {error}") from None
 
 
 def parse_recipe(table: dict, where: str) -> Recipe:
+    from ltmia.finetune import Recipe
+
     take(table, names_of(Recipe), f"{where} recipe")
     return Recipe(**table)
 
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
+    from ltmia.data import BOS_CHOICES
+    from ltmia.device import resolve_precision
+    from ltmia.zoo.architectures import ARCHITECTURES
+
     where = f"[combos.{name}]"
     take(table, {"models", "corpora", "members", "val", "recipe", "column", "kind", "bos"}, where)
     settings = {**defaults, **{k: v for k, v in table.items() if k not in ("models", "corpora")}}
@@ -230,8 +230,10 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
     val = settings.get("val", max(1, members // 10))
     recipe = parse_recipe(settings["recipe"], where)
     recipe.precision = resolve_precision(recipe.precision)  # "auto" -> what this machine runs: in the key
-    if settings.get("kind") not in (None, "text", "code"):
-        raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
+    try:
+        check_kind(settings.get("kind"))
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
     if settings.get("column") is not None:
         parse_columns(settings["column"])  # a malformed a+b / a|b fails at plan time, not mid-run
     if settings.get("bos") not in (None, *BOS_CHOICES):
@@ -260,6 +262,8 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
 
 
 def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec:
+    from ltmia.features import feature_groups
+
     where = f"[classifiers.{name}]"
     take(table, {"train", "shipped"} | CLASSIFIER_PARAMS, where)
     shipped = bool(table.get("shipped", False))
@@ -305,6 +309,9 @@ def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
 
 def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
     """``[costly]``: the costly attacks to run and their `CostlyOptions`; absent or empty: none."""
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+    from ltmia.costly_scores import CostlyOptions
+
     take(table, {"attacks"} | names_of(CostlyOptions), "[costly]")
     attacks = tuple(table.get("attacks", ()))
     for name in attacks:
@@ -322,6 +329,9 @@ def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
 
 def parse(raw: dict) -> StudyConfig:
     """A validated `StudyConfig` from a raw table; every problem is one InputError naming the key."""
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+    from ltmia.store import StoreSettings
+
     sections = {"zoo", "defaults", "store", "combos", "classifiers", "groups", "costly"}
     take(raw, {"name", "description", "seed", *sections}, "study")
     seed = raw.get("seed", 42)

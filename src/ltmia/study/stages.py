@@ -27,8 +27,8 @@ from pathlib import Path
 
 from ltmia.artefacts import building, strays, versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
-from ltmia.corpora import corpus_texts, get_corpus
-from ltmia.data import make_splits
+from ltmia.data import corpus_splits
+from ltmia.registry import Registry
 from ltmia.sources import source_record
 from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
@@ -226,15 +226,8 @@ def add_with_deps(stage: Stage, ordered: dict[str, Stage]) -> None:
 # --- running ------------------------------------------------------------------------------------------
 
 Runner = Callable[[Stage, Path, str], None]
-RUNNERS: dict[str, Runner] = {}
-
-
-def runner(kind: str) -> Callable[[Runner], Runner]:
-    def add(function: Runner) -> Runner:
-        RUNNERS[kind] = function
-        return function
-
-    return add
+RUNNERS: Registry[Runner] = Registry("stage kind")
+"""How to compute each kind of stage: ``runner(stage, cache, device)``, registered below by kind."""
 
 
 def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
@@ -244,7 +237,7 @@ def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
     missing = [d.label for d in stage.deps if not d.done(cache)]
     if missing:
         raise RuntimeError(f"{stage.label}: dependencies not done: {', '.join(missing)}")
-    RUNNERS[stage.kind](stage, cache, device)
+    RUNNERS.get(stage.kind)(stage, cache, device)
     record = {
         "kind": stage.kind,
         "label": stage.label,
@@ -296,51 +289,42 @@ def zoo_settings(params: dict) -> ZooSettings:
     return ZooSettings(**{**values, "size": ZooSize(**values["size"]), "recipe": Recipe(**values["recipe"])})
 
 
-@runner("tokenizer")
+@RUNNERS.register("tokenizer")
 def run_tokenizer(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [], zoo_settings(stage.params), device)
 
 
-@runner("pretrain")
+@RUNNERS.register("pretrain")
 def run_pretrain(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [stage.params["arch"]], zoo_settings(stage.params), device)
 
 
-@runner("finetune")
+@RUNNERS.register("finetune")
 def run_finetune(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.finetune import Recipe, finetune
 
     p = stage.params
     base = str(stage.deps[0].out(cache)) if stage.deps else p["model"]
-    corpus = get_corpus(p["corpus"], column=p["column"], kind=p["kind"])
-    texts = corpus_texts(corpus)  # a built-in corpus's pretraining share never becomes a member (SPEC §2)
-    splits = make_splits(
-        texts,
-        p["members"],
-        p["val"],
-        p["members"],
-        seed=p["seed"],
-        kind=corpus.kind,
-        source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
-    )
+    members, column, kind = p["members"], p["column"], p["kind"]
+    splits = corpus_splits(p["corpus"], members, p["val"], members, p["seed"], column=column, kind=kind)
     recipe, on_step = Recipe(**p["recipe"]), logged_steps(stage.label)
     finetune(base, splits, stage.out(cache), recipe, bos=p["bos"], device=device, on_step=on_step)
 
 
-@runner("extract")
+@RUNNERS.register("extract")
 def run_extract(stage: Stage, cache: Path, device: str) -> None:
-    from ltmia.store import extract_target
+    from ltmia.extract import extract_target
 
     settings = StoreSettings(**stage.params, **stage.runtime)
     target, on_texts = stage.deps[0].out(cache), logged_texts(stage.label)
     extract_target(target, stage.out(cache), settings, device=device, on_texts=on_texts)
 
 
-@runner("classifier")
+@RUNNERS.register("classifier")
 def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.store import Store
@@ -366,7 +350,7 @@ def write_scores(stage: Stage, cache: Path, scored) -> None:
         write_json(scratch / SCORES_FILE, scored.to_json())
 
 
-@runner("baselines")
+@RUNNERS.register("baselines")
 def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.evaluation import baseline_scores
     from ltmia.store import Store
@@ -374,7 +358,7 @@ def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, baseline_scores(Store(stage.deps[0].out(cache)), stage.params["split"]))
 
 
-@runner("costly")
+@RUNNERS.register("costly")
 def run_costly(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.costly_scores import CostlyOptions, costly_scores, store_models
     from ltmia.store import Store
@@ -386,7 +370,7 @@ def run_costly(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, costly_scores(store, stage.params["split"], attacks, options, models))
 
 
-@runner("lt_mia")
+@RUNNERS.register("lt_mia")
 def run_lt_mia(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.evaluation import lt_mia_scores

@@ -30,7 +30,7 @@ from ltmia.artefacts import building, read_manifest, versions, write_json, write
 from ltmia.corpora import CORPORA, corpus_texts
 from ltmia.data import SEQ_LEN, encode, filter_texts, seeded_order, text_hash
 from ltmia.device import resolve_device
-from ltmia.errors import OutputExistsError
+from ltmia.errors import InputError, OutputExistsError
 from ltmia.finetune import Recipe, train_causal_lm
 from ltmia.zoo.architectures import ARCHITECTURES, ZooSize, build_model, count_parameters
 from ltmia.zoo.tokenizer import DEFAULT_VOCAB_SIZE, train_tokenizer
@@ -57,6 +57,38 @@ class ZooSettings:
     val_fraction: float = 0.05
     seq_len: int = SEQ_LEN
     seed: int = 0
+
+
+def zoo_settings(
+    *,
+    corpora: Sequence[str] | None = None,
+    texts_per_corpus: int | None = None,
+    vocab_size: int | None = None,
+    hidden: int | None = None,
+    layers: int | None = None,
+    heads: int | None = None,
+    epochs: int | None = None,
+) -> ZooSettings:
+    """A zoo's settings from the knobs a user sets (a study's ``[zoo]`` table, ``ltmia zoo build``); None
+    keeps the default. The corpora must be built-ins: the pretraining pool is their held-back share."""
+    defaults = ZooSettings()
+    for corpus in corpora or ():
+        if corpus not in CORPORA:
+            raise InputError(
+                f"unknown built-in corpus {corpus!r} for the zoo's pretraining pool; "
+                f"choose from {', '.join(CORPORA.names())}"
+            )
+    recipe = pretrain_recipe()
+    if epochs is not None:
+        recipe.epochs = epochs
+    knobs = {"hidden": hidden, "layers": layers, "heads": heads}
+    return ZooSettings(
+        corpora=list(defaults.corpora if corpora is None else corpora),
+        texts_per_corpus=defaults.texts_per_corpus if texts_per_corpus is None else texts_per_corpus,
+        vocab_size=defaults.vocab_size if vocab_size is None else vocab_size,
+        size=ZooSize(**{name: value for name, value in knobs.items() if value is not None}),
+        recipe=recipe,
+    )
 
 
 @dataclass
