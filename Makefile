@@ -50,9 +50,11 @@ demo: install
 test: install install-real test-deps
 	$(PY) -m pytest
 
+# lint-imports: the dependency layers and no import cycles ([tool.importlinter] in pyproject.toml, README tour).
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 
 # The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).
 BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling

@@ -221,7 +221,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     cache, results = tmp_path / "cache", tmp_path / "results"
     study = plan(load_config(str(MINI)))
     calls: list[str] = []
-    real = dict(stages_module.RUNNERS)
+    real = {kind: stages_module.RUNNERS.get(kind) for kind in stages_module.RUNNERS}
 
     def counting(kind):
         def run(stage, cache_dir, device):
@@ -233,7 +233,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
         return run
 
     for kind in real:
-        monkeypatch.setitem(stages_module.RUNNERS, kind, counting(kind))
+        monkeypatch.setitem(stages_module.RUNNERS._entries, kind, counting(kind))
     with pytest.raises(KeyboardInterrupt):
         run_local(study, cache)
     finished = {stage.label for stage, done in status(study, cache) if done}

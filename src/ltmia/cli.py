@@ -311,8 +311,7 @@ def finetune(
 ) -> None:
     """Fine-tune a base model on the members of a corpus split (SPEC §2-3), writing a target directory."""
     from ltmia.artefacts import read_manifest
-    from ltmia.corpora import corpus_texts, get_corpus
-    from ltmia.data import make_splits
+    from ltmia.data import corpus_splits
     from ltmia.finetune import finetune as run_finetune
     from ltmia.progress import step_bar
 
@@ -331,10 +330,7 @@ def finetune(
         precision=precision,
         seed=seed,
     )
-    source = get_corpus(corpus, column=column, kind=kind)
-    splits = make_splits(
-        corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
-    )
+    splits = corpus_splits(corpus, members, val, non_members, seed, column=column, kind=kind)
     with step_bar(console, log_every) as bar:
         target = run_finetune(
             base,
@@ -388,8 +384,9 @@ def extract_command(
 ) -> None:
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
+    from ltmia.extract import extract_target
     from ltmia.progress import text_bar
-    from ltmia.store import Store, extract_target
+    from ltmia.store import Store
 
     settings = StoreSettings(
         k=k,
@@ -453,34 +450,32 @@ def baselines(
     """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
     (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, evaluation, merge, render, store_split
+    from ltmia.evaluation import baseline_scores, check_baselines_json, evaluation, render
     from ltmia.store import Store
 
+    if json_out is not None:
+        check_baselines_json(json_out)
     opened = Store(store)
     if attacks is None:
         scored = baseline_scores(opened, split)
     else:
-        from ltmia.costly_scores import costly_scores, parse_param, split_names, store_models
+        from ltmia.costly_scores import attack_scores, parse_params
 
-        one_pass, costly = split_names([name.strip() for name in attacks.split(",") if name.strip()])
-        params: dict[str, dict] = {}
-        for name, key, value in map(parse_param, param or []):
-            params.setdefault(name, {})[key] = value
+        names = [name.strip() for name in attacks.split(",") if name.strip()]
         options = CostlyOptions(
             shots=shots,
             prefix_source=prefix_source,
             reference_corpus=reference_corpus,
             seed=seed,
             batch_size=batch_size,
-            params=params,
+            params=parse_params(param or []),
         )
-        parts = [baseline_scores(opened, split, one_pass)] if one_pass else []
-        if costly:
-            n_texts = len(opened.rows(store_split(split)))
+
+        def on_costly(costly: list[str], n_texts: int) -> None:
             console.print(costly_table(costly, options, opened.manifest["seq_len"], n_texts))
-            models = store_models(opened, device, batch_size, trust_remote_code=trust_remote_code)
-            parts.append(costly_scores(opened, split, costly, options, models))
-        scored = merge(parts)
+
+        device_options = dict(device=device, trust_remote_code=trust_remote_code)
+        scored = attack_scores(opened, split, names, options, on_costly=on_costly, **device_options)
     result = evaluation(scored, f"Baselines on {store} ({split})")
     console.print(render(result.table(), "rich"))
     if json_out is not None:
@@ -543,6 +538,12 @@ def train_command(
     groups: Annotated[
         str | None, typer.Option(help="Feature groups to keep, e.g. comparison,target.")
     ] = None,
+    score_inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Baseline scores the classifier also reads, e.g. ez_mia,wbc,ref_loss (not in SPEC §6)."
+        ),
+    ] = None,
     memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = default(
         TrainSettings, "memory_budget_bytes"
     )
@@ -553,15 +554,15 @@ def train_command(
 ) -> None:
     """Train the LT-MIA classifier on the train rows of feature stores, keeping the epoch with the best
     validation AUC (SPEC §6)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ltmia.classifier import LTMIA
     from ltmia.classifier.checkpoint import check_new_output
+    from ltmia.progress import epoch_bar
 
     check_new_output(out, overwrite)
     classifier = LTMIA(
         variant,
         groups=groups.split(",") if groups else None,
+        score_inputs=tuple(score_inputs.split(",")) if score_inputs else (),
         epochs=epochs,
         warmup_epochs=warmup_epochs,
         batch_size=batch_size,
@@ -570,14 +571,7 @@ def train_command(
         seed=seed,
         device=device,
     )
-    shown = "loss {task.fields[loss]:.4f}  val AUC {task.fields[auc]:.4f}"
-    columns = (TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn(shown), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("train", total=epochs, loss=float("nan"), auc=float("nan"))
-
-        def on_epoch(entry: dict) -> None:
-            progress.update(task, completed=entry["epoch"], loss=entry["train_loss"], auc=entry["val_auc"])
-
+    with epoch_bar(console, epochs) as on_epoch:
         classifier.fit(stores, on_epoch=on_epoch)
     path = classifier.save(out, overwrite=overwrite)
     best = f"best epoch {classifier.best_epoch_}, val AUC {classifier.best_val_auc_:.4f}"
@@ -661,15 +655,13 @@ def _run_study(
     address: str | None = None,
     workers: int | None = None,
 ) -> None:
-    import time
+    from ltmia.study.report import rich_table
+    from ltmia.study.run import run_study
 
-    from ltmia.study.config import config_source, load_config
-    from ltmia.study.report import rich_table, write_report
-    from ltmia.study.runner import run_stages, status
-    from ltmia.study.stages import plan
-
-    started = time.perf_counter()
-    study = plan(load_config(config, seed))
+    def on_plan(study, cached: int) -> None:
+        console.print(
+            f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})"
+        )
 
     def on_stage(index: int, total: int, stage, event: str) -> None:
         if event != "cached":
@@ -677,15 +669,10 @@ def _run_study(
                 f"[{index}/{total}] {stage.label}: {event}{' s' if event.startswith('done') else ''}"
             )
 
-    cached = sum(done for _, done in status(study, cache))
-    console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
-    run_stages(study, cache, device, on_stage, backend, address, workers)
-    results = results or Path("results") / study.config.name
-    table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
-    console.print(rich_table(table, f"AUC per group, study {study.config.name}"))
-    console.print(
-        f"results in {results}/ (summary.md, results.json, groups/); {time.perf_counter() - started:.0f} s"
-    )
+    options = dict(device=device, backend=backend, address=address, workers=workers)
+    done = run_study(config, cache, results, seed=seed, on_plan=on_plan, on_stage=on_stage, **options)
+    console.print(rich_table(done.table, f"AUC per group, study {done.plan.config.name}"))
+    console.print(f"results in {done.results}/ (summary.md, results.json, groups/); {done.seconds:.0f} s")
 
 
 # ------------------------------------------------------------------------------------------- evaluate
@@ -769,26 +756,10 @@ def audit(
 ) -> None:
     """Score candidate texts for membership in a fine-tuned model: LT-MIA + every baseline, per-token
     explanations, report.html."""
-    from ltmia.audit import AuditSettings, EvidenceSettings, audit, candidates, read_labels, read_texts
-    from ltmia.audit.nonmembers import read_non_members
-    from ltmia.errors import InputError
-    from ltmia.models import load_tokenizer
+    from ltmia.audit import AuditSettings, audit_files, evidence_settings
     from ltmia.progress import text_bar
 
-    if kind not in ("text", "code"):
-        raise InputError(f"--kind must be text or code, not {kind!r}")
-    if fdr is not None and fpr is not None:
-        raise InputError("give --fdr or --fpr, not both: the selection controls one error rate")
-    if non_members is None and (fdr, fpr, alpha, attack) != (None, None, 0.05, "lt_mia"):
-        raise InputError("--fdr, --fpr, --alpha and --attack weigh candidates against --non-members; give it")
-    evidence = EvidenceSettings(fdr=0.05 if fdr is None else fdr, fpr=fpr, alpha=alpha, attack=attack)
-    raw = read_texts(texts, column, fmt)
-    known = read_labels(labels, len(raw)) if labels is not None else None
-    tokenizer = load_tokenizer(target, trust_remote_code)
-    found = candidates(raw, tokenizer, known)
-    nulls = None
-    if non_members is not None:
-        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
+    evidence = evidence_settings(fdr, fpr, alpha, attack, with_non_members=non_members is not None)
     settings = AuditSettings(
         classifier=classifier,
         kind=kind,
@@ -802,20 +773,23 @@ def audit(
         evidence=evidence,
     )
     with text_bar(console, "target + reference") as on_texts:
-        result = audit(
+        result = audit_files(
             target,
-            found,
+            texts,
             out,
             reference=reference,
+            labels=labels,
+            column=column,
+            fmt=fmt,
+            non_members=non_members,
             settings=settings,
-            tokenizer=tokenizer,
             on_texts=on_texts,
-            non_members=nulls,
         )
     _print_audit(result)
 
 
 def _print_audit(result) -> None:
+    from ltmia.audit.html import skipped_note
     from ltmia.evaluation import render
     from ltmia.progress import printable
 
@@ -823,6 +797,10 @@ def _print_audit(result) -> None:
         found = result.record["evidence"]
         console.print(f"[bold]{escape(found['selected'])}[/]")
         console.print(f"set-level verdict: {escape(found['verdict'])}")
+        known = found.get("non_member_texts", {})
+        console.print(
+            f"known non-members: {found['non_members']} scored{skipped_note(known.get('skipped', []))}"
+        )
     counts = result.counts
     flagged = ", ".join(
         f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts

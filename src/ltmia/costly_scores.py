@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -34,9 +34,11 @@ from ltmia.attacks.costly.passes import Models
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import filter_texts, seeded_order, text_hash
 from ltmia.errors import InputError, UnknownNameError
-from ltmia.evaluation import Scored, store_split
+from ltmia.evaluation import Scored, baseline_scores, merge, store_split
+from ltmia.extract import target_record
+from ltmia.models import load_models
 from ltmia.settings.costly import CostlyOptions
-from ltmia.store import Store, load_models, target_record
+from ltmia.store import Store
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
@@ -203,3 +205,37 @@ def parse_param(assignment: str) -> tuple[str, str, object]:
     except json.JSONDecodeError:
         value = raw
     return name, key, value
+
+
+def parse_params(assignments: Sequence[str]) -> dict[str, dict]:
+    """``--param`` values (``attack.key=value``, repeatable) -> {attack: {key: value}}, the ``params`` of
+    `CostlyOptions`."""
+    params: dict[str, dict] = {}
+    for name, key, value in map(parse_param, assignments):
+        params.setdefault(name, {})[key] = value
+    return params
+
+
+def attack_scores(
+    store: Store,
+    split: str | None,
+    names: Sequence[str],
+    options: CostlyOptions,
+    *,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    on_costly: Callable[[list[str], int], None] | None = None,
+) -> Scored:
+    """The named attacks, one-pass and costly, on one split of a store (``ltmia baselines --attacks``).
+
+    One-pass attacks read the store; costly ones load its model pair once, after ``on_costly(costly names,
+    texts to score)``, where a caller shows what they will cost before anything is loaded.
+    """
+    one_pass, costly = split_names(names)
+    parts = [baseline_scores(store, split, one_pass)] if one_pass else []
+    if costly:
+        if on_costly is not None:
+            on_costly(costly, len(store.rows(store_split(split))))
+        models = store_models(store, device, options.batch_size, trust_remote_code=trust_remote_code)
+        parts.append(costly_scores(store, split, costly, options, models))
+    return merge(parts)

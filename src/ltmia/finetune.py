@@ -28,6 +28,7 @@ from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
 from ltmia.device import autocast, resolve_device, resolve_precision
 from ltmia.errors import DivergedError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
+from ltmia.schedules import warmup_cosine
 from ltmia.settings import Recipe
 from ltmia.sources import default_bos, model_spec, source_record
 
@@ -104,14 +105,16 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Op
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
-    """Linear warmup, then constant / cosine-to-zero / linear-to-zero over the remaining steps."""
+    """Linear warmup, then constant / cosine-to-zero (``ltmia.schedules.warmup_cosine``) / linear-to-zero over
+    the remaining steps."""
+    warmup_steps = recipe.warmup_steps
 
     def factor(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        progress = (step - recipe.warmup_steps) / max(1, total_steps - recipe.warmup_steps)
         if recipe.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return warmup_cosine(step, warmup_steps, total_steps - warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         if recipe.schedule == "linear":
             return max(0.0, 1 - progress)
         return 1.0

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.artefacts import read_json, read_manifest, verify_artefact
+from ltmia.device import resolve_device
 from ltmia.errors import DamagedError, InputError
 from ltmia.sources import resolve_model
 
@@ -212,3 +213,19 @@ def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bo
             f"target and reference tokenizers differ ({len(target_tokenizer)} vs {len(reference_tokenizer)} "
             f"tokens, or the same tokens with other ids); the reference must be the target's base model"
         )
+
+
+def load_models(target: Path, reference: str | None, device: str, trust_remote_code: bool) -> tuple:
+    """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
+
+    Both are checked against the target's tokenizer the same way in every command: the reference must
+    tokenise alike (``check_same_tokenizer``) and each model must cover the tokenizer (``load_causal_lm``).
+    """
+    tokenizer = load_tokenizer(str(target), trust_remote_code)
+    if reference is not None:
+        check_same_tokenizer(tokenizer, reference, trust_remote_code)
+    options = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+    torch_device = resolve_device(device)
+    target_model = load_causal_lm(str(target), **options).to(torch_device)
+    reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
+    return target_model, reference_model, tokenizer

@@ -13,18 +13,15 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from ltmia.artefacts import write_text
 from ltmia.audit.explain import Explanation
+from ltmia.audit.result import AuditResult
 from ltmia.evaluation import Evaluation
 from ltmia.evaluation import render as render_table
-
-if TYPE_CHECKING:
-    from ltmia.audit.run import AuditResult
 
 MAX_TABLE_ROWS = 1000
 PREVIEW_CHARS = 160
@@ -75,6 +72,15 @@ def render(result: AuditResult) -> str:
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>\n"
     )
+
+
+def skipped_note(skipped: list[int]) -> str:
+    """Rows without text, by input position, as a note: "; 2 rows without text skipped (input #3, #7)"
+    (nothing when there are none)."""
+    if not skipped:
+        return ""
+    shown = ", #".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    return f"; {len(skipped)} row{'s' * (len(skipped) > 1)} without text skipped (input #{shown})"
 
 
 def esc(text: object) -> str:
@@ -230,7 +236,8 @@ def evidence_html(record: dict) -> str:
         ("set-level verdict", found["verdict"]),
         (
             "non-members",
-            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})",
+            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})"
+            + skipped_note(found.get("non_member_texts", {}).get("skipped", [])),
         ),
     ]
     if found["candidates_also_in_non_members"]:

@@ -31,6 +31,7 @@ from ltmia.classifier.batches import (
 )
 from ltmia.classifier.checkpoint import check_store_compatible, load_classifier, save_classifier
 from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
+from ltmia.classifier.score_inputs import SCORE_INPUTS, ScoredSource, check_score_inputs
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
 from ltmia.device import resolve_device
 from ltmia.errors import InputError, SettingsError
@@ -40,6 +41,7 @@ from ltmia.settings.classifier import CONFIG_PARAMS, MODEL_PARAMS
 __all__ = [
     "CONFIG_PARAMS",
     "LTMIA",
+    "SCORE_INPUTS",
     "VARIANTS",
     "ArraySource",
     "ClassifierConfig",
@@ -89,8 +91,11 @@ class LTMIA:
     """Learned transfer membership inference: a classifier of per-token features -> P(member).
 
     Model parameters size ``ClassifierConfig``, training parameters ``TrainSettings`` (defaults: the
-    paper's, SPEC §6). ``groups`` keeps a subset of the SPEC §4 feature groups (default all). After ``fit``
-    (or ``load``): ``model_``, ``config_``, ``history_``, ``best_epoch_``, ``best_val_auc_``, ``groups_``.
+    paper's, SPEC §6). ``groups`` keeps a subset of the SPEC §4 feature groups (default all).
+    ``score_inputs`` (not in the paper; ``ltmia.classifier.score_inputs``) names one-pass baseline scores
+    the model also reads, appended to every position; such a classifier scores feature stores only. After
+    ``fit`` (or ``load``): ``model_``, ``config_``, ``history_``, ``best_epoch_``, ``best_val_auc_``,
+    ``groups_``.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class LTMIA:
         dropout: float = default(ClassifierConfig, "dropout"),
         mlp_hidden: int = default(ClassifierConfig, "mlp_hidden"),
         groups: Sequence[str] | None = None,
+        score_inputs: Sequence[str] = (),
         lr: float = default(TrainSettings, "lr"),
         weight_decay: float = default(TrainSettings, "weight_decay"),
         label_smoothing: float = default(TrainSettings, "label_smoothing"),
@@ -126,6 +132,7 @@ class LTMIA:
         self.dropout = dropout
         self.mlp_hidden = mlp_hidden
         self.groups = groups
+        self.score_inputs = score_inputs
         self.lr = lr
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
@@ -158,21 +165,33 @@ class LTMIA:
         """Train on the "train" rows of ``sources`` (stores, store paths or ArraySource objects), each combo
         with equal total weight; keep the epoch with the best AUC on the "val" rows of ``val_sources``
         (default: ``sources``). ``on_epoch(entry)`` is called after every epoch."""
+        names = check_score_inputs(self.score_inputs)
         train = as_sources(sources)
         val = None if val_sources is None else as_sources(val_sources)
         found = common_layout(train + (val or []))
-        config = self.config(found["feature_dim"], found["seq_len"])
+        if names:
+            train = [ScoredSource(source, names) for source in train]
+            val = None if val is None else [ScoredSource(source, names) for source in val]
+        config = self.config(found["feature_dim"] + len(names), found["seq_len"])
         result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch)
-        self._set_fitted(result.model, config, found, result.groups, None)
+        self._set_fitted(result.model, config, found, result.groups, None, names)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.best_val_auc_, self.training_ = result.best_val_auc, result.record
         return self
 
     def _set_fitted(
-        self, model: torch.nn.Module, config: ClassifierConfig, layout: dict, groups: list, path: str | None
+        self,
+        model: torch.nn.Module,
+        config: ClassifierConfig,
+        layout: dict,
+        groups: list,
+        path: str | None,
+        score_inputs: tuple[str, ...] = (),
     ) -> None:
-        """Fitted state; ``record_`` (feature layout, checkpoint path) is what stores are checked against."""
+        """Fitted state; ``record_`` (the stores' feature layout, checkpoint path) is what stores are checked
+        against; with ``score_inputs_`` the model reads D + S dims of which the stores hold D."""
         self.model_, self.config_, self.groups_ = model, config, groups
+        self.score_inputs_ = score_inputs
         self.record_ = {**layout, "path": path}
         self._dropped = dropped_indices(groups, layout["k"])
 
@@ -185,6 +204,11 @@ class LTMIA:
     def decision_function(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
         """(N, L, D) features (numpy or torch, any float dtype), (N, L) mask -> (N,) float32 logits."""
         model = self._model()
+        if self.score_inputs_:
+            raise InputError(
+                f"this classifier also reads text scores ({', '.join(self.score_inputs_)}) computed from a "
+                "store's token stats; score a feature store (LTMIA.score) instead of arrays"
+            )
         features, mask = torch.as_tensor(features), torch.as_tensor(mask).bool()
         dim, length = self.config_.feature_dim, self.config_.seq_len
         if features.ndim != 3 or features.shape[2] != dim or features.shape[1] > length:
@@ -205,6 +229,8 @@ class LTMIA:
         model = self._model()
         source = as_source(source)
         check_store_compatible(self.record_, source)
+        if self.score_inputs_:
+            source = ScoredSource(source, self.score_inputs_)
         return score_source(model, source, split, self._dropped, self.micro_batch_size)[0]
 
     def save(self, out: Path | str, overwrite: bool = False) -> Path:
@@ -221,6 +247,7 @@ class LTMIA:
             training=self.training_,
             metrics=metrics,
             overwrite=overwrite,
+            score_inputs=self.score_inputs_,
         )
         self.record_["path"] = str(path)
         return path
@@ -231,9 +258,10 @@ class LTMIA:
         model, record = load_classifier(Path(path))
         config, training = ClassifierConfig(**record["config"]), record["training"]
         sizes = {key: value for key, value in config.record().items() if key in MODEL_PARAMS}
-        estimator = cls(groups=record["groups"], **sizes, **training["settings"])
+        names = tuple(record.get("score_inputs", ()))  # checkpoints without score inputs record none
+        estimator = cls(groups=record["groups"], score_inputs=names, **sizes, **training["settings"])
         layout = {key: record[key] for key in LAYOUT_KEYS}
-        estimator._set_fitted(model, config, layout, record["groups"], record["path"])
+        estimator._set_fitted(model, config, layout, record["groups"], record["path"], names)
         estimator.history_, estimator.best_epoch_ = training["history"], record["metrics"]["best_epoch"]
         estimator.best_val_auc_, estimator.training_ = record["metrics"]["best_val_auc"], training
         return estimator

@@ -80,10 +80,13 @@ def save_classifier(
     training: dict,
     metrics: dict,
     overwrite: bool = False,
+    score_inputs: Sequence[str] = (),
 ) -> Path:
     """Write ``model`` (weights) and its record (config, kept feature groups, feature layout, the training
     record, metrics, package versions, the weights' checksum) to the directory ``out``, atomically;
-    returns ``out``. ``overwrite`` replaces a classifier already there."""
+    returns ``out``. ``overwrite`` replaces a classifier already there. With ``score_inputs`` the model reads
+    D + S dims; the record's layout ``feature_dim`` stays the stores' D, and the names are recorded (only
+    then, so checkpoints without them are written as before)."""
     out = Path(out)
     check_new_output(out, overwrite)
     record = {
@@ -92,12 +95,13 @@ def save_classifier(
         "groups": list(groups),
         "k": k,
         "seq_len": config.seq_len,
-        "feature_dim": config.feature_dim,
+        "feature_dim": config.feature_dim - len(score_inputs),
         "feature_layout_version": FEATURE_LAYOUT_VERSION,
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": training,
         "metrics": metrics,
         "versions": versions(),
+        **({"score_inputs": list(score_inputs)} if score_inputs else {}),
     }
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with building(out, what="classifier", replace=overwrite and out.exists()) as partial:

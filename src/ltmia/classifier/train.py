@@ -49,6 +49,7 @@ from ltmia.device import resolve_device
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
 from ltmia.metrics import auc
+from ltmia.schedules import warmup_cosine
 from ltmia.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,10 @@ class TrainResult:
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, settings: TrainSettings) -> float:
-    """Linear warmup to lr over ``warmup_steps``, then cosine down to min_lr at the last step."""
-    if step < warmup_steps:
-        return settings.lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps - 1))
-    return settings.min_lr + (settings.lr - settings.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    """Linear warmup to lr over ``warmup_steps``, then cosine down to min_lr at the last step
+    (``ltmia.schedules.warmup_cosine``)."""
+    decay_steps = total_steps - warmup_steps - 1
+    return warmup_cosine(step, warmup_steps, decay_steps, peak=settings.lr, floor=settings.min_lr)
 
 
 def accumulate(

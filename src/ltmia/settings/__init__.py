@@ -14,7 +14,7 @@ Cache keys and manifests hash ``record()``: the fields in declaration order, as 
 when these were dataclasses, so a new field needs a default that computes exactly what was computed before.
 """
 
-from ltmia.settings.base import PRECISIONS, SEQ_LEN, Real, Settings, check_keys, default
+from ltmia.settings.base import PRECISIONS, SEQ_LEN, BosSetting, Real, Settings, check_keys, default
 from ltmia.settings.classifier import ClassifierConfig, TrainSettings
 from ltmia.settings.costly import CostlyOptions
 from ltmia.settings.finetune import Recipe
@@ -25,6 +25,7 @@ __all__ = [
     "MEMORY_BUDGET_BYTES",
     "PRECISIONS",
     "SEQ_LEN",
+    "BosSetting",
     "ClassifierConfig",
     "CostlyOptions",
     "Real",

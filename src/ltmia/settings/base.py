@@ -24,6 +24,7 @@ SEQ_LEN = 128  # L: tokens per text (SPEC §2), of fine-tuning, stores and the z
 Precision = Literal["fp32", "bf16"]  # what a model runs in (``ltmia.device``)
 PrecisionSetting = Literal["fp32", "bf16", "auto"]  # what a user asks for: auto is resolved per machine
 PRECISIONS: tuple[str, ...] = get_args(PrecisionSetting)
+BosSetting = Literal["never", "always", "auto"]  # ``ltmia.data.resolve_bos``; auto: the tokenizer's default
 
 
 def keep_int(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:

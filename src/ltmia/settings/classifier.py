@@ -114,8 +114,9 @@ class TrainSettings(Settings):
 LAYOUT_FIELDS = ("feature_dim", "seq_len")  # the store's feature layout, not a choice
 MODEL_PARAMS = tuple(name for name in ClassifierConfig.model_fields if name not in LAYOUT_FIELDS)
 """``ltmia.classifier.LTMIA`` parameters that size the model: ``ClassifierConfig`` but the layout."""
-INPUT_PARAMS = ("groups",)
-"""`LTMIA` parameters of neither model: which inputs the classifier reads (``groups``: SPEC §4's kept)."""
+INPUT_PARAMS = ("groups", "score_inputs")
+"""`LTMIA` parameters of neither model: which inputs the classifier reads (``groups``: SPEC §4's kept;
+``score_inputs``: one-pass baseline scores appended, ``ltmia.classifier.score_inputs``)."""
 RUNTIME_PARAMS = ("memory_budget_bytes", "device")
 """`LTMIA` parameters of the machine rather than of the classifier: not settings of a study's classifier."""
 CONFIG_PARAMS = (

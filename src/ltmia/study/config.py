@@ -26,18 +26,18 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from ltmia.attacks.costly import COSTLY_ATTACKS
-from ltmia.classifier import CONFIG_PARAMS, check_params
+from ltmia.corpora import Kind
 from ltmia.corpora.files import parse_columns
-from ltmia.data import BosSetting, Kind
-from ltmia.device import resolve_precision
 from ltmia.errors import InputError
-from ltmia.features import feature_groups
-from ltmia.settings import Recipe, Settings, StoreSettings, ZooSettings, check_keys
+from ltmia.settings import BosSetting, Recipe, Settings, StoreSettings, ZooSettings, check_keys
+from ltmia.settings.classifier import CONFIG_PARAMS
 from ltmia.settings.costly import CostlyOptions
 from ltmia.settings.zoo import zoo_settings
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
-from ltmia.zoo.architectures import ARCHITECTURES
+
+# Importing this module and reading a config (``read_toml``) load no torch, for the CLI and for a Ray
+# driver that only plans: the settings models are torch-free, and what validating a config needs from the
+# components (registries, the device) ``parse`` imports when it runs.
 
 ZOO_PREFIX = "zoo:"
 SPLITS = ("test", "all")  # a group reads its combos' test split (training combos) or all their pairs
@@ -220,12 +220,16 @@ def parse_store(table: dict) -> StoreSettings:
 def parse_recipe(table: dict, where: str) -> Recipe:
     """A combo set's recipe: `Recipe` with "auto" precision resolved to what this machine runs (the
     resolved one is in the fine-tune key)."""
+    from ltmia.device import resolve_precision
+
     recipe = Recipe.from_table(table, where)
     recipe.precision = resolve_precision(recipe.precision)
     return recipe
 
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
+    from ltmia.zoo.architectures import ARCHITECTURES
+
     where, recipe_where = f"[combos.{name}]", f"[combos.{name}.recipe]"
     check_keys(table.get("recipe", {}), Recipe.model_fields, recipe_where)
     given = ComboSection.from_table(table, where).model_dump(exclude_unset=True)
@@ -269,6 +273,10 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
 
 
 def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec:
+    from ltmia.classifier import check_params
+    from ltmia.classifier.score_inputs import check_score_inputs
+    from ltmia.features import feature_groups
+
     where = f"[classifiers.{name}]"
     check_keys(table, ("train", "shipped", *CONFIG_PARAMS), where)
     shipped = bool(table.get("shipped", False))
@@ -286,6 +294,8 @@ def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec
             raise InputError(
                 f"{where}: unknown feature group {group!r}; choose from {', '.join(feature_groups())}"
             )
+    if params.get("score_inputs"):
+        check_score_inputs(params["score_inputs"])
     if shipped and params:
         raise InputError(f"{where}: a shipped classifier takes no training settings")
     check_params(params, where)
@@ -311,6 +321,8 @@ def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
 
 def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
     """``[costly]``: the costly attacks to run and their `CostlyOptions`; absent or empty: none."""
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+
     check_keys(table, ("attacks", *CostlyOptions.model_fields), "[costly]")
     attacks = tuple(table.get("attacks", ()))
     for name in attacks:
@@ -328,6 +340,8 @@ def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
 
 def parse(raw: dict) -> StudyConfig:
     """A validated `StudyConfig` from a raw table; every problem is one InputError naming the key."""
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+
     check_keys(raw, STUDY_KEYS, "study config")
     seed = raw.get("seed", 42)
     defaults = check_keys(dict(raw.get("defaults", {})), DEFAULT_KEYS, "[defaults]")

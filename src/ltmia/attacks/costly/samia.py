@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, text_seed
 from ltmia.device import autocast, float32_head
 from ltmia.errors import InputError
