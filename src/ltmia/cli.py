@@ -851,6 +851,11 @@ def demo(
 ) -> None:
     """The built-in demo study: zero-shot transfer of LT-MIA to held-out families on a held-out corpus."""
     _run_study("demo", cache, results, None, "auto")
+    console.print(
+        "The demo runs ltmia's toy zoo (~1.3 M parameters) to stay within 10 minutes. Real pretrained LMs "
+        "(SmolLM2-135M, Gemma-3-270M; make install-real): ltmia study run offline-real (CPU hours; its "
+        "results are in results/offline-real/ once committed)."
+    )
 
 
 def main() -> None:
