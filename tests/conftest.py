@@ -45,8 +45,9 @@ def stdlib_docstrings() -> list[str]:
 def no_leaked_ltmia_environment(monkeypatch):
     """``ltmia --debug`` / ``--verify`` export LTMIA_DEBUG / LTMIA_VERIFY for subprocesses; a CliRunner test
     would leak them into every later test (and its subprocesses) in the same pytest process. Start each test
-    without them, and undo what its own CLI calls set (setenv records the original value for teardown)."""
-    for name in ("LTMIA_DEBUG", "LTMIA_VERIFY"):
+    without them (nor a LTMIA_FAST_PATHS of the shell), and undo what its own CLI calls set (setenv records
+    the original value for teardown)."""
+    for name in ("LTMIA_DEBUG", "LTMIA_VERIFY", "LTMIA_FAST_PATHS"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
 

@@ -18,9 +18,10 @@ Choices shared by all families, and why:
   SDPA path) and it is deterministic on CPU. ``config.json`` does not keep it: reload with
   ``ltmia.models.load_causal_lm(path, attn_implementation="eager")`` for bit-identical logits.
 
-``build_model`` and ``ltmia.models.load_causal_lm`` install ``enable_fast_paths``: CPU replacements for the
-recurrent families' Python time loops that keep each model's class, weights and outputs (Mamba's stock loop
-is ~50x slower than the replacement when training).
+``build_model`` installs ``enable_fast_paths``, and ``ltmia.models.load_causal_lm`` does for zoo models (and
+targets fine-tuned from them; other models opt in, ``ltmia.models.wants_fast_paths``): CPU replacements for
+the recurrent families' Python time loops that keep each model's class, weights and outputs (Mamba's stock
+loop is ~50x slower than the replacement when training).
 """
 
 from __future__ import annotations
