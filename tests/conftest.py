@@ -6,6 +6,7 @@ import ast
 import inspect
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,18 @@ def stdlib_docstrings() -> list[str]:
                 if doc and len(doc.strip()) > 50:
                     texts.append(doc.strip())
     return list(dict.fromkeys(texts))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ltmia_home(tmp_path_factory) -> Iterator[Path]:
+    """A private LTMIA_HOME for the whole session, set before any other fixture runs and restored at its end:
+    no test writes ltmia's user cache (~/.cache/ltmia), built-in corpora are extracted once per session, and
+    subprocesses (Ray workers, killed runs) inherit it. A test that needs another home sets it with its own
+    ``monkeypatch``, which puts this one back."""
+    path = tmp_path_factory.mktemp("ltmia-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LTMIA_HOME", str(path))
+        yield path
 
 
 @pytest.fixture(autouse=True)
