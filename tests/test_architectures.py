@@ -126,9 +126,9 @@ def test_a_train_step_gives_a_finite_loss_and_moves_the_weights(arch: str) -> No
     model = build_model(arch, VOCAB, EOS, PAD).train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     assert torch.isfinite(torch.tensor(_train_step(model, *_batch())))
-    for name, p in model.named_parameters():
-        if p.grad is not None and p.grad.any():
-            assert not torch.equal(p, before[name]), name
+    for name, p in model.named_parameters():  # every weight takes part: a gradient, and a step that moved it
+        assert p.grad is not None and p.grad.any(), name
+        assert not torch.equal(p, before[name]), name
 
 
 @pytest.mark.parametrize("arch", FAMILIES)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import save_base
+from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from ltmia.artefacts import CHECKED, read_manifest, write_manifest
@@ -287,13 +288,22 @@ def test_an_interrupted_audit_resumes_to_the_same_scores(tmp_path, target, split
     assert store_files(tmp_path / "a") == store_files(tmp_path / "b")
 
 
-def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits):
+def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits, monkeypatch):
     lora = finetune(
         str(tiny_base), splits, tmp_path / "lora", Recipe(epochs=1, batch_size=8, lr=3e-3, lora=True)
     )
     tokenizer = load_tokenizer(str(lora))
     found = candidates(splits.members[:6] + splits.non_members[:6], tokenizer)
+    loaded: list[str] = []  # every causal LM read from disk, wherever ltmia loads it
+    from_pretrained = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counting(cls, spec, *args, **kwargs):
+        loaded.append(str(spec))
+        return from_pretrained(cls, spec, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counting))
     result = audit(str(lora), found, tmp_path / "out", settings=AuditSettings(explain=0))
+    assert loaded == [str(tiny_base)]  # the base once: the reference is it with its adapters disabled
     assert result.record["reference"] == str(tiny_base) and result.record["reference_adapters_disabled"]
     assert len(result.table) == 12
 
