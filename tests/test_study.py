@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from ltmia.classifier import checkpoint as checkpoint_module
 from ltmia.errors import InputError
+from ltmia.store import Store
 from ltmia.study import stages as stages_module
 from ltmia.study.config import load_config, parse, read_toml, shipped_configs
 from ltmia.study.report import write_report
@@ -246,6 +248,13 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
         )
         for result in row.results.values():
             assert result.auc_ci[0] <= result.auc <= result.auc_ci[1]
+    # the held-out loss AUC, recomputed from its store by hand (mean target log-probability, sklearn's AUC)
+    extract = next(stage for stage in study.stages if stage.label == "extract gpt2--fortunes")
+    store = Store(extract.out(cache))
+    stats = store.stats()
+    loss = (stats.target_logprob * stats.valid).sum(1) / stats.valid.sum(1)
+    expected = roc_auc_score(store.labels, loss.numpy())
+    assert table["held-out"].results["loss"].auc == pytest.approx(expected, abs=1e-9)
     held_out = table["held-out"].results["loss"]
     assert held_out.n_members == held_out.n_nonmembers == 40  # all pairs of an evaluation combo
     in_dist = table["in-distribution"].results["loss"]
