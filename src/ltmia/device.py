@@ -33,9 +33,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @functools.cache
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The native-bf16 flags this CPU reports (Linux ``/proc/cpuinfo``); empty where unknown."""
-    cpuinfo = Path("/proc/cpuinfo")
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """The native-bf16 flags this CPU reports (Linux ``/proc/cpuinfo``), in ``NATIVE_BF16_FLAGS`` order;
+    empty where unknown."""
     if not cpuinfo.exists():
         return ()
     flags: set[str] = set()
