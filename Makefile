@@ -11,7 +11,7 @@ STAMP := $(VENV)/.ltmia-installed
 
 REAL_STAMP := $(VENV)/.ltmia-real-installed
 
-.PHONY: install install-real system-deps test-deps apt-install demo test lint bench
+.PHONY: install install-real system-deps test-deps apt-install demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ demo: install
 
 test: install install-real test-deps
 	$(PY) -m pytest
+
+# The fast tier: no test marked slow (costly fixtures, training, subprocesses) or real; under a minute on 2 cores.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not real"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -42,6 +42,30 @@ def stdlib_docstrings() -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+COSTLY_FIXTURES = {
+    "target",  # fine-tunes a model (test_audit, test_faults, test_store)
+    "full_target",  # test_finetune
+    "store",  # extracts a store (test_costly_scores, test_faults)
+    "store32",  # test_store
+    "small_store",  # test_classifier
+    "classifier",  # trains a classifier (test_faults)
+    "uninterrupted",  # runs a mini study (test_faults_kill)
+    "ray_instance",  # starts Ray (test_ray)
+    "local_cache",  # test_ray
+    "loaded",  # extracts every built-in corpus (test_corpora)
+}
+"""Module- or session-scoped fixtures that build something costly before their first test can run."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier (``make test-fast``: ``-m "not slow and not real"``) leaves out every test that uses a
+    costly fixture, directly or through another fixture: whichever of them runs first pays for it, so
+    marking only that one would hand the cost to the next."""
+    for item in items:
+        if COSTLY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ltmia_home(tmp_path_factory) -> Iterator[Path]:
     """A private LTMIA_HOME for the whole session, set before any other fixture runs and restored at its end:

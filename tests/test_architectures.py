@@ -42,6 +42,9 @@ FAMILIES = [
     "rwkv",
     "recurrent_gemma",
 ]
+RECURRENT = {"mamba", "rwkv", "recurrent_gemma"}
+FAMILIES_TIERED = [pytest.param(a, marks=pytest.mark.slow) if a in RECURRENT else a for a in FAMILIES]
+"""The families, with the recurrent ones (1-2 s a test on CPU: Python time loops) in the slow tier only."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -101,7 +104,7 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     assert not torch.equal(first.lm_head.weight, other.lm_head.weight)
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", FAMILIES_TIERED)
 def test_forward_gives_finite_logits_over_the_vocabulary(arch: str) -> None:
     model = build_model(arch, VOCAB, EOS, PAD).eval()
     ids, mask = _batch()
@@ -121,7 +124,7 @@ def test_other_sizes_build_and_run(arch: str) -> None:
         assert model(input_ids=torch.randint(2, 512, (1, 64))).logits.shape == (1, 64, 512)
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", FAMILIES_TIERED)
 def test_a_train_step_gives_a_finite_loss_and_moves_the_weights(arch: str) -> None:
     model = build_model(arch, VOCAB, EOS, PAD).train()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -131,7 +134,7 @@ def test_a_train_step_gives_a_finite_loss_and_moves_the_weights(arch: str) -> No
         assert not torch.equal(p, before[name]), name
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", FAMILIES_TIERED)
 def test_save_and_load_round_trip_gives_identical_logits(arch: str, tmp_path: Path) -> None:
     model = build_model(arch, VOCAB, EOS, PAD).eval()
     model.save_pretrained(tmp_path)
@@ -144,7 +147,7 @@ def test_save_and_load_round_trip_gives_identical_logits(arch: str, tmp_path: Pa
         assert torch.equal(loaded(input_ids=ids, attention_mask=mask).logits, expected)
 
 
-@pytest.mark.parametrize("arch", FAMILIES)
+@pytest.mark.parametrize("arch", FAMILIES_TIERED)
 def test_lora_on_the_declared_targets_trains_adapters_only(arch: str) -> None:
     model = build_model(arch, VOCAB, EOS, PAD)
     targets = ARCHITECTURES.get(arch).lora_targets
@@ -165,10 +168,11 @@ def test_lora_on_the_declared_targets_trains_adapters_only(arch: str) -> None:
 
 
 FAST_PATH_FAMILIES = ["mamba", "rwkv", "recurrent_gemma"]
+FAST_PATHS_TIERED = [pytest.param(a, marks=pytest.mark.slow) for a in ("mamba", "rwkv")] + ["recurrent_gemma"]
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("arch", FAST_PATH_FAMILIES)
+@pytest.mark.parametrize("arch", FAST_PATHS_TIERED)
 def test_fast_paths_match_the_stock_paths(arch: str, train: bool) -> None:
     """Logits and all gradients agree with the stock ``transformers`` code paths, to float rounding."""
     fast = build_model(arch, VOCAB, EOS, PAD, seed=3).train(train)
@@ -210,7 +214,7 @@ def _reference_scan(
     return torch.stack(ys, 1)
 
 
-@pytest.mark.parametrize("length", [1, 7, 33])
+@pytest.mark.parametrize("length", [1, 7, pytest.param(33, marks=pytest.mark.slow)])
 def test_selective_scan_is_the_recurrence_even_with_extreme_decays(length: int) -> None:
     """Lengths off the chunk grid, and steps decaying by up to exp(-2000), must not lose precision or NaN."""
     generator = torch.Generator().manual_seed(length)

@@ -288,6 +288,7 @@ def test_an_interrupted_audit_resumes_to_the_same_scores(tmp_path, target, split
     assert store_files(tmp_path / "a") == store_files(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits, monkeypatch):
     lora = finetune(
         str(tiny_base), splits, tmp_path / "lora", Recipe(epochs=1, batch_size=8, lr=3e-3, lora=True)

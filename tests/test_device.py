@@ -49,6 +49,7 @@ def test_float32_head_gives_float32_logits_under_autocast(tiny_base):
     assert "forward" not in vars(model.get_output_embeddings())  # the class's forward is back
 
 
+@pytest.mark.slow
 def test_bf16_extraction_stays_close_to_fp32(tiny_base, docstrings):
     model, tokenizer = load_causal_lm(str(tiny_base)), load_tokenizer(str(tiny_base))
     texts = docstrings[:6]

@@ -24,6 +24,7 @@ def keys_by_label(study) -> dict[str, str]:
     return {stage.label: stage.key for stage in study.stages}
 
 
+@pytest.mark.slow
 def test_shipped_configs_plan():
     """Every shipped config (paper included, which cannot run offline) validates and plans its stages."""
     names = shipped_configs()
@@ -211,6 +212,7 @@ def test_extends_overrides_table_by_table(tmp_path):
     assert set(config.groups) == {"in-distribution", "held-out"}
 
 
+@pytest.mark.slow
 def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     """A killed run resumes without redoing finished stages; then the tables are well formed."""
     cache, results = tmp_path / "cache", tmp_path / "results"
