@@ -13,12 +13,15 @@ import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import nn
 
 from ltmia.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -72,7 +75,7 @@ def float32_head(model: nn.Module) -> Iterator[None]:
     the log-probabilities every LT-MIA feature and baseline reads; the head is one matrix product, so
     keeping it in float32 costs little. Outside autocast this changes nothing.
     """
-    head = model.get_output_embeddings()
+    head = cast("PreTrainedModel", model).get_output_embeddings()
     original = head.forward
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:

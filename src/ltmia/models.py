@@ -15,9 +15,11 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import SafetensorError
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.artefacts import read_json, read_manifest, verify_artefact
@@ -149,6 +151,7 @@ def load_causal_lm(
     base = adapter_base(spec)
     base = None if base is None else resolve_model(base)
     _refuse_remote_code(base or spec, trust_remote_code)
+    model: PreTrainedModel
     try:
         model = AutoModelForCausalLM.from_pretrained(
             base or spec,
@@ -163,7 +166,7 @@ def load_causal_lm(
     if base is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec)
+        model = cast(PreTrainedModel, PeftModel.from_pretrained(model, spec))  # answers as its base does
     if fast:
         from ltmia.zoo.architectures import enable_fast_paths
 
@@ -235,7 +238,7 @@ def check_covers(model: PreTrainedModel, tokenizer, spec: str) -> None:
     """The model must have an embedding for every token id of ``tokenizer``; never resized to fit, except
     by the one EOS ``load_tokenizer`` adds to a tokenizer that has none (fine-tuning resized the target
     alike, so target and reference still agree)."""
-    rows, size = model.get_input_embeddings().num_embeddings, len(tokenizer)
+    rows, size = cast(nn.Embedding, model.get_input_embeddings()).num_embeddings, len(tokenizer)
     if size <= rows:
         return
     if size == rows + 1 and tokenizer.eos_token == ADDED_EOS and tokenizer.eos_token_id == rows:

@@ -116,7 +116,7 @@ def distribution_png(result: AuditResult) -> bytes:
     labels = np.array([entry["label"] for entry in table])
     fig = Figure(figsize=(6, 2.8), dpi=100)
     ax = fig.subplots()
-    bins = np.linspace(0, 1, 41)
+    bins = np.linspace(0, 1, 41).tolist()
     if (labels >= 0).all():
         ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="members")
         ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="non-members")

@@ -210,7 +210,7 @@ def audit(
         title = f"audit of {Path(target).name} ({n1} labelled texts)"
         metrics = write_results(scored, out, "metrics", title)
     record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
-    if found is not None:
+    if found is not None and non_members is not None:
         found.record["non_member_texts"] = {"read": non_members.n_read, **non_members.flag_counts()}
         record = {"artefact": record.pop("artefact"), "evidence": found.record, **record}
     result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record, found)
