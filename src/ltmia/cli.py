@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -312,9 +312,9 @@ def finetune(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        optimizer=optimizer,
+        optimizer=cast(Literal["adamw", "sgd"], optimizer),
         momentum=momentum,
-        schedule=schedule,
+        schedule=cast(Literal["constant", "cosine", "linear"], schedule),
         warmup_steps=warmup_steps,
         weight_decay=weight_decay,
         grad_clip=grad_clip,
@@ -323,7 +323,7 @@ def finetune(
         precision=precision,
         seed=seed,
     )
-    source = get_corpus(corpus, column=column, kind=kind)
+    source = get_corpus(corpus, column=column, kind=cast(Literal["text", "code"] | None, kind))
     splits = make_splits(
         corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
     )
@@ -339,7 +339,7 @@ def finetune(
             on_step=bar.task("fine-tune"),
             overwrite=overwrite,
         )
-    manifest = read_manifest(target)
+    manifest = cast(dict, read_manifest(target))  # finetune wrote it
     console.print(
         f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s, "
         f"{manifest['recipe']['precision']}, bos {manifest.get('bos', 'never')})"
@@ -759,7 +759,7 @@ def audit(
         nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
     settings = AuditSettings(
         classifier=classifier,
-        kind=kind,
+        kind=cast(Literal["text", "code"], kind),
         bos=bos,
         precision=precision,
         explain=explain,

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import partial as partial_call
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -139,7 +140,7 @@ class Rows:
         if set(self.labels) - {0, 1, UNLABELLED}:
             raise InputError("labels must be 1 (member), 0 (non-member) or -1 (unknown)")
 
-    def record(self) -> dict[str, list]:
+    def record(self) -> dict[str, Any]:
         """The JSON columns of ``rows.json``."""
         hashes = [text_hash(text) for text in self.texts]
         return {
@@ -162,7 +163,7 @@ def target_record(target: Path) -> tuple[dict, dict]:
         raise InputError(f"{target} is not a target directory; write one with ltmia finetune")
     fix = "the target is damaged: fine-tune it again (ltmia finetune --overwrite)"
     verify_artefact(target, manifest, fix)
-    return manifest, read_json(target / "splits.json", fix)
+    return manifest, cast(dict, read_json(target / "splits.json", fix))
 
 
 def target_rows(target: Path, corpus: str | None = None, column: str | None = None) -> Rows:
@@ -199,7 +200,7 @@ def split_counts(rows: Rows) -> dict[str, dict[str, int]]:
     """Members and non-members (and unlabelled rows, if any) per split name, in order of first appearance."""
     names = {1: "members", 0: "non_members", UNLABELLED: "unlabelled"}
     counts: dict[str, dict[str, int]] = {}
-    for name, label in zip(rows.split, rows.labels, strict=True):
+    for name, label in zip(cast(list[str], rows.split), rows.labels, strict=True):  # set by __post_init__
         entry = counts.setdefault(name, {"members": 0, "non_members": 0})
         entry[names[label]] = entry.get(names[label], 0) + 1
     return counts
@@ -236,7 +237,7 @@ def finished_store(out: Path, plan: dict, overwrite: bool = False) -> bool:
     refused, naming what differs; ``overwrite`` means neither: the store is extracted again."""
     if not is_store(out) or overwrite:
         return False
-    manifest = read_manifest(out)
+    manifest = cast(dict, read_manifest(out))  # is_store: there is one
     changed = [key for key in plan if manifest.get(key) != plan[key]]
     if changed:
         raise OutputExistsError(
@@ -348,7 +349,7 @@ def write_shards(
     on_texts: OnTexts | None,
 ) -> None:
     """Every shard not yet in ``partial`` (a resumed run keeps the whole ones), in row order."""
-    options = dict(
+    options: dict[str, Any] = dict(
         kind=kind,
         k=settings.k,
         batch_size=settings.batch_size,
@@ -363,7 +364,9 @@ def write_shards(
         path = partial / shard_file(index)
         if not path.exists():
             on_batch = batch_progress(on_texts, start, n) if on_texts else None
-            write_shard(path, signals_of(rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype])
+            write_shard(
+                path, signals_of(texts=rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype]
+            )
         elif on_texts is not None:
             on_texts(stop, n)
 
@@ -409,13 +412,13 @@ def extract_target(
     rows = target_rows(target, corpus, column)
     lora_base = adapter_base(str(target)) if reference is None else None
     reference = None if lora_base else model_spec(reference or manifest["base"])
-    models = {
+    models: dict[str, Any] = {
         "target": str(target),
         "reference": lora_base or reference,
         "reference_adapters_disabled": lora_base is not None,
         "tokenizer": str(target),
     }
-    reference_source = source_record(lora_base or reference)
+    reference_source = source_record(cast(str, lora_base or reference))  # one of them is set
     if reference_source:
         models["reference_source"] = reference_source
     overrides = {"corpus": corpus, "column": column}
@@ -441,7 +444,9 @@ def extract_target(
     )
 
 
-def load_models(target: Path, reference: str | None, device: str, trust_remote_code: bool) -> tuple:
+def load_models(
+    target: str | Path, reference: str | None, device: str, trust_remote_code: bool
+) -> tuple[nn.Module, nn.Module | None, Any]:
     """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
 
     Both are checked against the target's tokenizer the same way in every command: the reference must
@@ -450,10 +455,12 @@ def load_models(target: Path, reference: str | None, device: str, trust_remote_c
     tokenizer = load_tokenizer(str(target), trust_remote_code)
     if reference is not None:
         check_same_tokenizer(tokenizer, reference, trust_remote_code)
-    options = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+    options: dict[str, Any] = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     torch_device = resolve_device(device)
-    target_model = load_causal_lm(str(target), **options).to(torch_device)
-    reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
+    target_model = cast(nn.Module, load_causal_lm(str(target), **options)).to(torch_device)
+    reference_model = (
+        None if reference is None else cast(nn.Module, load_causal_lm(reference, **options)).to(torch_device)
+    )
     return target_model, reference_model, tokenizer
 
 
@@ -467,7 +474,7 @@ class Store:
             raise InputError(f"{path} is not a finished feature store; write one with ltmia extract")
         self.manifest = manifest
         verify_files(self.path, self._entries(), REWRITE)
-        record = read_json(self.path / ROWS_FILE, REWRITE)
+        record = cast(dict, read_json(self.path / ROWS_FILE, REWRITE))
         self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member, -1 unknown
         self.split = np.asarray(record["split"])  # (N,) split names
         self.pair = np.asarray(record["pair"], dtype=np.int64)  # (N,) pair index, -1 for none

@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ltmia.attacks.costly import COSTLY_ATTACKS
 from ltmia.corpora import CORPORA
@@ -110,7 +111,8 @@ class Combo:
 
     @property
     def recipe(self) -> Recipe:
-        return Recipe(**dict(self.recipe_items))
+        items: dict[str, Any] = dict(self.recipe_items)
+        return Recipe(**items)
 
     @property
     def arch(self) -> str | None:

@@ -15,6 +15,7 @@ import functools
 import json
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 from rich.table import Table
 
@@ -42,7 +43,7 @@ def attack_name(classifier: str, n_classifiers: int) -> str:
 
 def load_scores(path: Path) -> Scored:
     fix = f"delete {path} and run the study again (it recomputes that stage)"
-    return Scored.from_json(read_json(path / "scores.json", fix))
+    return Scored.from_json(cast(dict, read_json(path / "scores.json", fix)))
 
 
 def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scored:
@@ -101,7 +102,7 @@ def write_report(
     """Render every group's metrics into ``results_dir``; returns {group: Evaluation}."""
     results_dir.mkdir(parents=True, exist_ok=True)
     table: dict[str, Evaluation] = {}
-    record = {
+    record: dict[str, Any] = {
         "study": plan.config.name,
         "description": plan.config.description,
         "config_hash": plan.config.config_hash,
