@@ -57,6 +57,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 
 # The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).
 BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling
