@@ -54,9 +54,12 @@ test: install install-real test-deps
 test-fast: install
 	$(PY) -m pytest -m "not slow and not real"
 
+# lint-imports: the dependency layers and no import cycles ([tool.importlinter] in pyproject.toml, README tour).
+# mypy: its default level on src/ltmia ([tool.mypy] in pyproject.toml).
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks tools
+	$(VENV)/bin/ruff format --check src tests benchmarks tools
+	PYTHONPATH=src $(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 # The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).

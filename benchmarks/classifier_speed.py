@@ -9,7 +9,7 @@ is larger than its memory budget (SPEC §6).
     the realistic one. The transformer is also timed ``naive``ly (random micro-batches at full L = 128, the
     same rows) and with 128-row micro-batches; every variant's scoring speed (``predict_logits``, inference
     mode) is given too.
-(b) ``memory``: a float32 store of about ``--store-mib`` MiB is extracted (``ltmia.store.build_store``) from
+(b) ``memory``: a float32 store of about ``--store-mib`` MiB is extracted (``ltmia.extract.build_store``) from
     two random tiny llamas, then the default classifier trains on it for one epoch under memory budgets of
     16 MiB, 64 MiB (half the store) and 1 GiB (the whole train split fits), each in a fresh process, in
     micro-batches of 16 rows (on CPU a training row of the transformer costs about 8 MiB of activations at
@@ -43,7 +43,8 @@ from ltmia.artefacts import versions
 from ltmia.classifier import LTMIA, VARIANTS, ArraySource, ClassifierConfig, build_classifier
 from ltmia.classifier.batches import Window, predict_logits
 from ltmia.classifier.train import TrainSettings, accumulate
-from ltmia.store import Rows, Store, StoreSettings, build_store
+from ltmia.extract import build_store
+from ltmia.store import Rows, Store, StoreSettings
 from ltmia.zoo.architectures import ZooSize, build_model
 from ltmia.zoo.tokenizer import train_tokenizer
 

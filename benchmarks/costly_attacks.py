@@ -77,7 +77,13 @@ def main() -> None:
     params: dict[str, dict] = {}
     for name, key, value in map(parse_param, args.param):
         params.setdefault(name, {})[key] = value
-    options = CostlyOptions(args.shots, args.prefix_source, None, args.seed, args.batch_size, params)
+    options = CostlyOptions(
+        shots=args.shots,
+        prefix_source=args.prefix_source,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        params=params,
+    )
     names = args.attacks.split(",")
     seq_len = store.manifest["seq_len"]
 

@@ -26,8 +26,9 @@ from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
 from ltmia.device import cpu_bf16_flags, resolve_precision
 from ltmia.evaluation import baseline_scores, lt_mia_scores, merge, metrics
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -10,8 +10,9 @@ this spread is the honest error bar of a single run's numbers.
 Writes ``benchmarks/results/seed_spread_<config>.json`` and prints a markdown table (mean ± std, min-max
 of the AUC per group and attack, and beside it the mean half-width of the runs' own 95% bootstrap
 intervals, so the two error bars can be compared: the bootstrap covers other texts, the seed other texts,
-other fine-tunes and another classifier run). Runs go through ``ltmia study run CONFIG --seed S`` with
-the default cache, so seeds already run are read back, not recomputed.
+other fine-tunes and another classifier run). Runs go through ``ltmia.study.run.run_study`` (what
+``ltmia study run CONFIG --seed S`` runs) with the default cache, so seeds already run are read back, not
+recomputed.
 """
 
 from __future__ import annotations
@@ -20,24 +21,27 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ltmia.evaluation import Cell, Table, render
 from ltmia.metrics import MetricResult
+from ltmia.study.run import run_study
 
 OUT = Path(__file__).parent / "results"
 
 
 def run_seed(config: str, seed: int, cache: Path, results: Path) -> dict:
-    """``ltmia study run`` for one seed (the config's own seed unchanged), then its results.json."""
+    """The study under one seed (``ltmia.study.run.run_study``, as ``ltmia study run --seed``), then its
+    results.json."""
     out = results / f"{config}-seed{seed}"
     started = time.perf_counter()
-    ltmia = Path(sys.executable).parent / "ltmia"  # the console script beside this interpreter
-    command = [str(ltmia), "study", "run", config, "--cache", str(cache)]
-    subprocess.run([*command, "--seed", str(seed), "--results", str(out)], check=True)
+
+    def on_stage(index: int, total: int, stage, event: str) -> None:
+        if event != "cached":
+            print(f"seed {seed} [{index}/{total}] {stage.label}: {event}", flush=True)
+
+    run_study(config, cache, out, seed=seed, on_stage=on_stage)
     record = json.loads((out / "results.json").read_text())
     return {"seconds": round(time.perf_counter() - started, 1), "groups": record["groups"]}
 

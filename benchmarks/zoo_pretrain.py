@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -48,7 +47,7 @@ def main() -> None:
     write_json(
         RESULTS,
         {
-            "settings": asdict(settings),
+            "settings": settings.record(),
             "machine": {
                 "cpus": os.cpu_count(),
                 "threads": torch.get_num_threads(),

@@ -433,7 +433,12 @@ def test_an_output_directory_that_is_not_an_audit_is_refused(tmp_path, target, t
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
     message = audit_error(target, texts_file[0], out)
-    assert "is not an ltmia audit" in message and (out / "thesis.tex").read_text() == "precious"
+    assert "not an earlier output of ltmia audit" in message and "choose another --out" in message
+    assert (out / "thesis.tex").read_text() == "precious"
+    (out / "store").mkdir()  # a folder that happens to share the name of the audit's store is not one
+    (out / "store" / "notes.txt").write_text("mine")
+    assert "not an earlier output of ltmia audit" in audit_error(target, texts_file[0], out)
+    assert sorted(p.name for p in out.rglob("*")) == ["notes.txt", "store", "thesis.tex"]
 
 
 def test_cli_audit_reads_texts_from_stdin(tmp_path, target, splits):
@@ -452,13 +457,20 @@ def test_cli_audit_reads_texts_from_stdin(tmp_path, target, splits):
 # --- known non-members: p-values, FDR selection, set-level verdict --------------------------------------
 
 
+NON_MEMBER_GAPS = (3, 10, 20)
+"""Input rows of the known non-members without text (the readers' "" placeholders)."""
+
+
 @pytest.fixture(scope="module")
 def evidence_audit(tmp_path_factory, target, splits) -> tuple[Path, str]:
-    """``ltmia audit --non-members``: 40 members and 10 non-members as candidates; 30 known non-members."""
+    """``ltmia audit --non-members``: 40 members and 10 non-members as candidates; 30 known non-members, in
+    33 rows: rows 3, 10 and 20 have no text (null, the key missing, whitespace) and are skipped."""
     folder = tmp_path_factory.mktemp("evidence")
     (folder / "candidates.txt").write_text("\n".join(splits.members + splits.non_members[:10]) + "\n")
-    known = "\n".join(json.dumps({"text": text}) for text in splits.non_members[10:])
-    (folder / "known.jsonl").write_text(known + "\n")
+    rows = [{"text": text} for text in splits.non_members[10:]]
+    for position, placeholder in zip(NON_MEMBER_GAPS, ({"text": None}, {}, {"text": "   "}), strict=True):
+        rows.insert(position, placeholder)
+    (folder / "known.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
     out = folder / "out"
     args = ["audit", "--target", str(target), "--texts", str(folder / "candidates.txt")]
     args += ["--non-members", str(folder / "known.jsonl"), "--out", str(out), "--explain", "2"]
@@ -484,7 +496,15 @@ def test_non_members_give_p_values_a_selection_and_a_verdict(evidence_audit):
     table = json.loads((out / "scores.json").read_text())
     known = json.loads((out / "non_members.json").read_text())
     assert len(table) == 50 and len(known) == 30
-    assert [entry["index"] for entry in known] == list(range(30))
+    # the rows without text are skipped, counted and listed, never scored as an empty text; every scored
+    # non-member keeps its input position
+    assert [entry["index"] for entry in known] == [i for i in range(33) if i not in NON_MEMBER_GAPS]
+    assert all(entry["text"].strip() for entry in known)
+    accounted = found["non_member_texts"]
+    assert accounted["read"] == 33 and accounted["scored"] == 30
+    assert accounted["skipped"] == list(NON_MEMBER_GAPS) and accounted["skipped_empty"] == 3
+    assert "known non-members: 30 scored; 3 rows without text skipped (input #3, #10, #20)" in printed
+    assert "3 rows without text skipped (input #3, #10, #20)" in (out / "report.html").read_text()
     # p-values by hand from the two score lists: (1 + #{non-member score >= s}) / 31
     for entry in table[:5] + table[-5:]:
         at_least = sum(other["loss"] >= entry["loss"] for other in known)
@@ -521,10 +541,14 @@ def test_a_selection_at_a_false_positive_rate_reports_its_threshold(evidence_aud
 def test_bad_non_members_input_is_a_one_line_error(tmp_path, target, texts_file, splits):
     few = tmp_path / "few.txt"
     few.write_text("\n".join(splits.non_members[:5]) + "\n")
+    gaps = tmp_path / "gaps.jsonl"  # 19 texts and 6 rows without: placeholders never count as non-members
+    rows = [{"text": text} for text in splits.non_members[:19]] + [{"text": None}] * 6
+    gaps.write_text("\n".join(map(json.dumps, rows)) + "\n")
     base = ["audit", "--target", str(target), "--texts", str(texts_file[0]), "--out", str(tmp_path / "o")]
     cases = [
         (["--non-members", str(tmp_path / "missing.txt")], "missing.txt: no such file"),
         (["--non-members", str(few)], "give at least 20 known non-members"),
+        (["--non-members", str(gaps)], "gaps.jsonl has 19 non-empty texts in 25 rows; give at least 20"),
         (["--non-members", str(few), "--fdr", "0.1", "--fpr", "0.01"], "give --fdr or --fpr, not both"),
         (["--fdr", "0.1"], "weigh candidates against --non-members; give it"),
         (["--non-members", str(few), "--fdr", "5"], "--fdr must be between 0 and 1"),

@@ -23,9 +23,10 @@ from ltmia.classifier.batches import (
 from ltmia.classifier.train import accumulate, learning_rate
 from ltmia.cli import app
 from ltmia.errors import InputError, OutputExistsError, UnknownNameError
+from ltmia.extract import build_store
 from ltmia.features import feature_dim, feature_groups
 from ltmia.metrics import auc
-from ltmia.store import Rows, Store, StoreSettings, build_store
+from ltmia.store import Rows, Store, StoreSettings
 
 K, LENGTH = 2, 16  # synthetic features: D = 7k+14 = 28, L = 16
 SMALL = dict(

@@ -79,7 +79,11 @@ def test_finetune_command_writes_a_target(tmp_path, tiny_base, docstrings):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["recipe"]["epochs"] == 1 and manifest["source"] == {"corpus": str(corpus)}
+    # the split record names the corpus and its column, as a study's fine-tune stage records them
+    assert manifest["recipe"]["epochs"] == 1 and manifest["source"] == {
+        "corpus": str(corpus),
+        "column": "body",
+    }
     assert json.loads((out / "splits.json").read_text())["sizes"] == {
         "members": 20,
         "val": 4,

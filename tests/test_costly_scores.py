@@ -26,8 +26,9 @@ from ltmia.costly_scores import (
 )
 from ltmia.data import make_splits, text_hash
 from ltmia.errors import InputError, UnknownNameError
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 from ltmia.study.config import parse, read_toml
 from ltmia.study.stages import plan
 
@@ -196,7 +197,7 @@ def test_study_costly_runner_writes_scores_the_report_reads(store, tmp_path):
     options = CostlyOptions(shots=2).record()
     params = {"attacks": ["lowercase", "recall"], "options": options, "split": "test"}
     stage = Stage("costly", "costly", params, (extract,), "c", "costly-out")
-    RUNNERS["costly"](stage, cache, "cpu")
+    RUNNERS.get("costly")(stage, cache, "cpu")
     scored = Scored.from_json(json.loads((cache / "costly-out" / "scores.json").read_text()))
     assert list(scored.scores) == ["lowercase", "recall"] and scored.labels.tolist() == [1, 0, 1, 0]
 

@@ -23,9 +23,10 @@ from ltmia.cli import main
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
 from ltmia.errors import BusyError, DamagedError, InputError, LtmiaError, OutputExistsError
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
 from ltmia.models import load_causal_lm, load_tokenizer
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 from ltmia.zoo.architectures import ZooSize, build_model
 
 FAST = dict(epochs=1, batch_size=8, lr=3e-3)

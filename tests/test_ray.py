@@ -103,7 +103,7 @@ def test_started_locally_with_crash_leftovers_finishes_on_ray(study, ray_instanc
     stage_files = {s.label: (s.out(tmp_path) / STAGE_FILE).stat().st_mtime_ns for s in first.stages}
     by_label = {stage.label: stage for stage in study.stages}
     pretrain = by_label["pretrain gpt2"]  # killed after its artefact, before stage.json
-    with_threads(lambda: RUNNERS["pretrain"](pretrain, tmp_path, "cpu"))
+    with_threads(lambda: RUNNERS.get("pretrain")(pretrain, tmp_path, "cpu"))
     target = by_label["fine-tune gpt2--fortunes"].out(tmp_path)  # killed while writing its scratch dir
     target.with_name(target.name + ".partial").mkdir(parents=True)
     (target.with_name(target.name + ".partial") / "model.safetensors").write_bytes(b"half a file")

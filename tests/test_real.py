@@ -13,9 +13,10 @@ import torch
 from ltmia.artefacts import read_manifest
 from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
 from ltmia.sources import PACKAGED
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 

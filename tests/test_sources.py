@@ -13,9 +13,10 @@ from ltmia import sources
 from ltmia.artefacts import read_manifest
 from ltmia.data import encode, make_splits
 from ltmia.errors import InputError, LtmiaError
+from ltmia.extract import extract_target
 from ltmia.finetune import Recipe, finetune
 from ltmia.models import load_causal_lm, load_tokenizer
-from ltmia.store import Store, StoreSettings, extract_target
+from ltmia.store import Store, StoreSettings
 
 TEXT = "Return a new path with the file name changed, as the docstring of pathlib says it should."
 

@@ -17,10 +17,11 @@ from ltmia.corpora import corpus_texts, get_corpus
 from ltmia.data import make_splits, text_hash
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import baseline_scores, metrics
+from ltmia.extract import build_store, extract_target, target_rows
 from ltmia.finetune import Recipe, finetune
 from ltmia.models import load_causal_lm, load_tokenizer
 from ltmia.signals import extract
-from ltmia.store import Rows, Store, StoreSettings, build_store, extract_target, target_rows
+from ltmia.store import Rows, Store, StoreSettings
 from ltmia.tokenstats import TokenStats
 
 FAST = dict(epochs=1, batch_size=8, lr=3e-3)
@@ -144,7 +145,7 @@ def test_interrupted_extraction_resumes_byte_identical(tmp_path, target, store32
 
 def test_finished_store_is_reused_and_other_directories_refused(tmp_path, target, store32, monkeypatch):
     monkeypatch.setattr(
-        "ltmia.store.load_causal_lm", lambda *a, **k: pytest.fail("a finished store loaded a model")
+        "ltmia.models.load_causal_lm", lambda *a, **k: pytest.fail("a finished store loaded a model")
     )
     assert extract_target(target, store32, SETTINGS) == store32
     with pytest.raises(OutputExistsError, match="dtype differ"):
@@ -233,8 +234,8 @@ def test_cli_extract_then_baselines(tmp_path, target):
 def test_extract_refuses_a_reference_with_other_token_ids(tmp_path, tiny_base, tokenizer, docstrings):
     """Same vocabulary size, other ids: extract refuses it exactly as audit does (one shared check)."""
     from ltmia.data import make_splits
+    from ltmia.extract import extract_target
     from ltmia.finetune import Recipe, finetune
-    from ltmia.store import extract_target
 
     splits = make_splits(docstrings, 12, 2, 12, seed=5, source={"corpus": "docstrings"})
     target = finetune(str(tiny_base), splits, tmp_path / "target", Recipe(epochs=1, batch_size=8))

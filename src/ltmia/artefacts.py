@@ -13,8 +13,14 @@ keeps locked (``flock``) while it works:
 - a ``<out>.partial`` without a marker is not ltmia's: it is refused, never deleted. An existing ``<out>``
   is replaced only on request (``replace``, the CLI's ``--overwrite``), and only once the new one is whole.
 
-Files are written whole or not at all (``atomic_path``: a temporary file, then a rename), by this module's
-writers and the store's shards alike.
+Files are written whole or not at all (``atomic_path``: a temporary file, then a rename, removed when the
+writing fails), by this module's writers and every other writer of ltmia's files alike.
+
+Result directories (``claim_output``): the tables and plots of ``evaluate``, a study's results and an audit
+go into a directory the user names. ltmia writes there only when it is new, empty, or ltmia's own earlier
+output of the same kind, known by a record (``OUTPUT_RECORD``) listing the files ltmia wrote there, or for
+an output of an ltmia from before records, by its contents. Anything else is refused in one line; ltmia
+removes a file there only when the record lists it.
 
 Checking (``write_manifest`` / ``verify_files``): the manifest records each file's size and SHA-256. A load
 checks every size and hashes only files whose size or modification time changed since ltmia last hashed
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 MARKER = ".ltmia-scratch"
 """Marker file of a scratch directory: ltmia made it; locked by the process writing it."""
+OUTPUT_RECORD = ".ltmia-output.json"
+"""Record of a result directory: which command wrote it (``ltmia``) and the ``files`` it wrote there."""
 CHECKED = ".ltmia-checked.json"
 """Per artefact, {file: [bytes, mtime_ns, sha256]} of the files last hashed: the fast path of checking."""
 VERIFY_ENV = "LTMIA_VERIFY"
@@ -119,9 +127,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write text whole or not at all (``atomic_path``)."""
+    """Write UTF-8 text whole or not at all (``atomic_path``)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, data: object) -> None:
@@ -148,6 +156,98 @@ def read_manifest(directory: Path, name: str = MANIFEST) -> dict | None:
     if not isinstance(manifest, dict):
         raise DamagedError(f"{path} is not a JSON object; it is damaged: write the artefact again")
     return manifest
+
+
+# --- result directories ---------------------------------------------------------------------------------
+
+
+def claim_output(
+    out: Path,
+    what: str,
+    fix: str,
+    legacy: Callable[[Path], list[str] | None] | None = None,
+    *,
+    create: bool = True,
+) -> list[str]:
+    """Make ``out`` a result directory of ``what`` (e.g. "ltmia evaluate"), or refuse it; return the files
+    (relative paths) ltmia wrote there before, which the caller may replace or remove.
+
+    New or empty: created, recorded, nothing before. ltmia's output of the same ``what``: its record's
+    ``files``; one of an ltmia from before records: ``legacy(out)``, the files its contents show ltmia
+    wrote (None: not ltmia's). Anything else - a file, a non-empty directory without ltmia's output in it,
+    another command's output - is an ``OutputExistsError`` naming ``out`` and ending in ``fix``. Files a
+    user added to ltmia's output are left alone (``strays`` finds them where the caller must not).
+    ``create=False`` only checks (before a long job): nothing is created or recorded.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a directory; {fix}")
+    if not out.exists() or not any(out.iterdir()):
+        if create:
+            out.mkdir(parents=True, exist_ok=True)
+            record_output(out, what, [])
+        return []
+    record = read_output_record(out)
+    if record is not None:
+        if record.get("ltmia") != what:
+            raise OutputExistsError(f"{out} holds the output of {record.get('ltmia')}, not of {what}; {fix}")
+        return [str(name) for name in record.get("files", [])]
+    files = legacy(out) if legacy is not None else None
+    if files is None:
+        raise OutputExistsError(
+            f"{out} is not empty and not an earlier output of {what}: ltmia writes only into a new or empty "
+            f"directory or its own earlier output; {fix}"
+        )
+    if create:
+        record_output(out, what, files)
+    return files
+
+
+def read_output_record(out: Path) -> dict | None:
+    """A result directory's record (``claim_output``), or None when there is none or it is not ltmia's."""
+    try:
+        record = json.loads((Path(out) / OUTPUT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("files", []), list) else None
+
+
+def record_output(out: Path, what: str, files: Sequence[str]) -> None:
+    """Record that ltmia (command ``what``) wrote ``files`` in ``out``; written *before* a file is, so that
+    an interrupted run leaves every file it wrote listed."""
+    write_json(Path(out) / OUTPUT_RECORD, {"ltmia": what, "files": sorted(set(files))})
+
+
+def strays(out: Path, files: Sequence[str], within: str = "") -> list[str]:
+    """The files under ``out / within`` (paths relative to ``out``, sorted) that are neither in ``files``
+    nor a temporary file of one (``atomic_path``'s, left by a killed run) nor the record: what ltmia did not
+    write there."""
+    root, listed = Path(out), set(files)
+    names = (p.relative_to(root).as_posix() for p in sorted((root / within).rglob("*")) if not p.is_dir())
+    return [
+        name
+        for name in names
+        if name not in listed and name != OUTPUT_RECORD and not _debris_of(name, listed)
+    ]
+
+
+def _debris_of(name: str, listed: set[str]) -> bool:
+    """``<file>.<pid>.tmp`` of a listed file: what a killed ``atomic_path`` leaves."""
+    stem, dot, suffix = name.rpartition(".")
+    head, _, pid = stem.rpartition(".")
+    return bool(dot) and suffix == "tmp" and pid.isdigit() and head in listed
+
+
+def remove_written(out: Path, files: Sequence[str]) -> None:
+    """Remove ``files`` (ltmia's, per its record) from ``out``, with the temporary files a killed writer
+    left of them; nothing else."""
+    root = Path(out)
+    listed = set(files)
+    for name in listed:
+        (root / name).unlink(missing_ok=True)
+    for path in root.rglob("*.tmp"):
+        if path.is_file() and _debris_of(path.relative_to(root).as_posix(), listed):
+            path.unlink()
 
 
 # --- checksums ------------------------------------------------------------------------------------------

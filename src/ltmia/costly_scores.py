@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +35,16 @@ from ltmia.attacks.costly.passes import Models
 from ltmia.corpora import Pool, corpus_texts, get_corpus
 from ltmia.data import filter_texts, seeded_order, text_hash
 from ltmia.errors import InputError, UnknownNameError
-from ltmia.evaluation import Scored, store_split
-from ltmia.store import Store, load_models, target_record
+from ltmia.evaluation import Scored, baseline_scores, merge, store_split
+from ltmia.extract import target_record
+from ltmia.models import load_models
+from ltmia.settings.costly import CostlyOptions
+from ltmia.store import Store
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
 
 PREFIX_FIELDS = {"non_member_prefix": 0, "member_prefix": 1}  # settings field -> label of its shots
-
-
-@dataclass
-class CostlyOptions:
-    """Where costly attacks' outside inputs come from, and per-attack settings (``params``, e.g.
-    ``{"con_recall": {"gamma": 0.3}}``); defaults follow each paper. Module docstring: the sources."""
-
-    shots: int = 10
-    prefix_source: str = "auto"
-    reference_corpus: str | None = None
-    seed: int = 0
-    batch_size: int = 8
-    params: dict[str, dict] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.shots < 1 or self.batch_size < 1:
-            raise InputError("shots and batch size of costly attacks must be at least 1")
-        source = self.prefix_source
-        if not (source in ("auto", "corpus") or source.startswith(("split:", "corpus:"))):
-            raise InputError(
-                f"prefix source {source!r} is not one of: auto, split:<name>, corpus, corpus:<spec>"
-            )
-        for name, params in self.params.items():
-            COSTLY_ATTACKS.get(name).make_settings(**params)  # unknown attack or setting: fails now
-
-    def record(self) -> dict:
-        """JSON-able settings (a study stage's parameters)."""
-        return asdict(self)
 
 
 def split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -231,3 +206,37 @@ def parse_param(assignment: str) -> tuple[str, str, object]:
     except json.JSONDecodeError:
         value = raw
     return name, key, value
+
+
+def parse_params(assignments: Sequence[str]) -> dict[str, dict]:
+    """``--param`` values (``attack.key=value``, repeatable) -> {attack: {key: value}}, the ``params`` of
+    `CostlyOptions`."""
+    params: dict[str, dict] = {}
+    for name, key, value in map(parse_param, assignments):
+        params.setdefault(name, {})[key] = value
+    return params
+
+
+def attack_scores(
+    store: Store,
+    split: str | None,
+    names: Sequence[str],
+    options: CostlyOptions,
+    *,
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    on_costly: Callable[[list[str], int], None] | None = None,
+) -> Scored:
+    """The named attacks, one-pass and costly, on one split of a store (``ltmia baselines --attacks``).
+
+    One-pass attacks read the store; costly ones load its model pair once, after ``on_costly(costly names,
+    texts to score)``, where a caller shows what they will cost before anything is loaded.
+    """
+    one_pass, costly = split_names(names)
+    parts = [baseline_scores(store, split, one_pass)] if one_pass else []
+    if costly:
+        if on_costly is not None:
+            on_costly(costly, len(store.rows(store_split(split))))
+        models = store_models(store, device, options.batch_size, trust_remote_code=trust_remote_code)
+        parts.append(costly_scores(store, split, costly, options, models))
+    return merge(parts)

@@ -14,19 +14,19 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
+from ltmia.corpora import Kind, corpus_texts, get_corpus
 from ltmia.errors import InputError, NotEnoughTextsError
+from ltmia.settings.base import SEQ_LEN, BosSetting  # re-exported: settings' types and defaults
 
 MIN_CHARS = 50  # texts of this many characters or fewer (after strip) are dropped
-SEQ_LEN = 128  # L
 PAIR_FRACTIONS = (0.90, 0.05, 0.05)  # train / val / test share of the member/non-member pairs
 
-Kind = Literal["text", "code"]
 Bos = Literal["never", "always"]
-BOS_CHOICES = ("never", "always", "auto")  # auto: what the tokenizer does by default
+BOS_CHOICES: tuple[str, ...] = get_args(BosSetting)
 
 
 def text_hash(text: str) -> str:
@@ -130,6 +130,27 @@ def make_splits(
         kind=kind,
         source=dict(source or {}),
     )
+
+
+def corpus_splits(
+    corpus: str,
+    n_members: int,
+    n_val: int,
+    n_non_members: int,
+    seed: int = 42,
+    *,
+    column: str | None = None,
+    kind: Kind | None = None,
+) -> Splits:
+    """SPEC §2 splits of a corpus spec (``ltmia.corpora.get_corpus``: a built-in, a file or ``hf:``), for
+    ``ltmia finetune`` and a study's fine-tuning stage alike.
+
+    Only the corpus's attack pool is drawn from: a built-in corpus's pretraining share never becomes a
+    member. The split record names the corpus (and its column), so extraction finds the texts again.
+    """
+    source = get_corpus(corpus, column=column, kind=kind)
+    record = {"corpus": corpus, **({"column": column} if column else {})}
+    return make_splits(corpus_texts(source), n_members, n_val, n_non_members, seed, source.kind, record)
 
 
 def resolve_bos(tokenizer, bos: str) -> Bos:

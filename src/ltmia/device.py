@@ -13,18 +13,17 @@ import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from ltmia.errors import InputError
+from ltmia.settings.base import PRECISIONS, Precision
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-Precision = Literal["fp32", "bf16"]
-PRECISIONS = ("fp32", "bf16", "auto")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix units
 
 

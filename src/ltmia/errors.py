@@ -30,6 +30,17 @@ class InputError(LtmiaError):
     """Unreadable, empty or malformed user input (files, columns, model directories)."""
 
 
+class SettingsError(InputError):
+    """A setting that is unknown, of the wrong type or out of range: names the key (``ltmia.settings``).
+
+    ``detail`` is the message without the place, for a caller that names the place better (a config section).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
+
+
 class DamagedError(InputError):
     """An artefact whose files no longer match what ltmia recorded when writing them, or cannot be read."""
 

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no display b
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from ltmia.artefacts import write_json
+from ltmia.artefacts import atomic_path, claim_output, record_output, write_json, write_text
 from ltmia.attacks import ATTACKS, score
-from ltmia.errors import InputError
+from ltmia.errors import InputError, OutputExistsError
 from ltmia.metrics import (
     METRICS,
     MIN_NONMEMBERS_FOR_01PCT,
@@ -392,7 +392,8 @@ def plot_roc(scored: Scored, path: Path, title: str) -> Path:
     ax.grid(True, which="major", lw=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:  # whole or not at all, like every file ltmia writes
+        fig.savefig(tmp, format="png")
     return path
 
 
@@ -409,9 +410,40 @@ def write_results(
     result = evaluation(scored, title, bootstrap)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{slug}.json", {**result.record(), **(extra or {})})
-    (out / f"{slug}.md").write_text(render(result.table(), "markdown"))
+    write_text(out / f"{slug}.md", render(result.table(), "markdown"))
     plot_roc(scored, out / f"{slug}-roc.png", title)
     return result
+
+
+EVALUATION = "ltmia evaluate"
+"""What ``claim_output`` records an ``evaluate`` output directory as."""
+
+
+def result_files(slug: str) -> list[str]:
+    """The files ``write_results`` writes for ``slug``."""
+    return [f"{slug}.json", f"{slug}.md", f"{slug}-roc.png"]
+
+
+def legacy_evaluation(out: Path) -> list[str] | None:
+    """The files of an ``evaluate`` output written before ltmia recorded them, or None when ``out`` is not
+    one: its ``scores.json`` is a list of score records (``Scored.to_json``), and ltmia wrote the tables of
+    the stores it names, and of the pooled groups, whose JSON names their ``stores``."""
+    try:
+        parts = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    keys = {"name", "labels", "rows", "scores"}
+    if not (isinstance(parts, list) and parts and all(isinstance(p, dict) and keys <= set(p) for p in parts)):
+        return None
+    files = ["scores.json", *(name for p in parts for name in result_files(Path(str(p["name"])).name))]
+    for path in out.glob("*.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("stores"), list) and "metrics" in record:
+            files += result_files(path.stem)
+    return files
 
 
 def evaluate_stores(
@@ -424,8 +456,15 @@ def evaluate_stores(
     """Score each store's ``split`` with every baseline (and LT-MIA when a classifier is given); write
     per-store results and, for several stores or a named ``group``, the pooled group results.
 
-    Returns {name: evaluation} for each table written.
+    ``out`` must be new, empty or an earlier ``evaluate`` output (``claim_output``): ltmia writes nowhere
+    else. Returns {name: evaluation} for each table written.
     """
+    out = Path(out)
+    before = claim_output(out, EVALUATION, "choose another --out directory", legacy_evaluation)
+    slugs = [store.path.name for store in stores]
+    if group or len(stores) > 1:
+        slugs.append(slugify(group or "all stores"))
+    record_output(out, EVALUATION, [*before, "scores.json", *(f for s in slugs for f in result_files(s))])
     written = {}
     parts = []
     for store in stores:
@@ -440,8 +479,24 @@ def evaluate_stores(
         title = f"{name} ({len(parts)} stores, pooled)"
         extra = {"stores": [str(s.path) for s in stores]}
         written[name] = write_results(pool(name, parts), out, slugify(name), title, extra)
-    (out / "scores.json").write_text(json.dumps([p.to_json() for p in parts]))
+    write_text(out / "scores.json", json.dumps([p.to_json() for p in parts]))
     return written
+
+
+def check_baselines_json(path: Path) -> None:
+    """``ltmia baselines --json PATH`` replaces only a baselines JSON ltmia wrote (an object with ``store``,
+    ``split`` and ``attacks``); any other existing file is the user's: an ``OutputExistsError``."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and {"store", "split", "attacks"} <= set(record)):
+        raise OutputExistsError(
+            f"{path} exists and is not a baselines JSON ltmia wrote; choose another --json path"
+        )
 
 
 def slugify(name: str) -> str:

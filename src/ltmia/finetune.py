@@ -15,9 +15,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,52 +26,18 @@ from transformers import PreTrainedModel
 
 from ltmia.artefacts import building, check_scratch, read_manifest, versions, write_json, write_manifest
 from ltmia.data import SEQ_LEN, Splits, encode, lm_labels, resolve_bos
-from ltmia.device import PRECISIONS, Precision, autocast, resolve_device, resolve_precision
-from ltmia.errors import DivergedError, InputError, OutputExistsError
+from ltmia.device import autocast, resolve_device, resolve_precision
+from ltmia.errors import DivergedError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
+from ltmia.schedules import warmup_cosine
+from ltmia.settings import Recipe
+from ltmia.settings.base import Precision
 from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
 
 TARGET_ARTEFACT = "ltmia-target"
 PROVENANCE = ("source",)  # recorded inputs that name where something came from, not what it is
-
-
-@dataclass
-class Recipe:
-    """How to train; defaults are the paper's fine-tuning recipe (SPEC §3)."""
-
-    epochs: int = 3
-    batch_size: int = 16
-    lr: float = 5e-5
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float | None = None  # None: the optimizer's torch default
-    momentum: float = 0.0  # SGD only
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = 0
-    grad_clip: float | None = None
-    restore_best: bool = True
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] | None = None  # None: the model family's attention + MLP projections
-    precision: str = "fp32"  # fp32 (the paper), bf16 autocast, or auto (bf16 where it is native)
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.lora_targets is not None:
-            self.lora_targets = tuple(self.lora_targets)
-        choices = {
-            "optimizer": ("adamw", "sgd"),
-            "schedule": ("constant", "cosine", "linear"),
-            "precision": PRECISIONS,
-        }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise InputError(f"{name} {getattr(self, name)!r} is not one of: {', '.join(valid)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
 
 
 @dataclass
@@ -141,14 +107,16 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Op
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
-    """Linear warmup, then constant / cosine-to-zero / linear-to-zero over the remaining steps."""
+    """Linear warmup, then constant / cosine-to-zero (``ltmia.schedules.warmup_cosine``) / linear-to-zero over
+    the remaining steps."""
+    warmup_steps = recipe.warmup_steps
 
     def factor(step: int) -> float:
-        if step < recipe.warmup_steps:
-            return (step + 1) / recipe.warmup_steps
-        progress = (step - recipe.warmup_steps) / max(1, total_steps - recipe.warmup_steps)
         if recipe.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return warmup_cosine(step, warmup_steps, total_steps - warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         if recipe.schedule == "linear":
             return max(0.0, 1 - progress)
         return 1.0
@@ -295,8 +263,8 @@ def finetune(
     inputs is refused, naming them (``overwrite``: replaced), and a directory that is not a target too.
     """
     out = Path(out)
-    recipe = replace(recipe or Recipe())
     torch_device = resolve_device(device)
+    recipe = (recipe or Recipe()).model_copy()
     recipe.precision = resolve_precision(recipe.precision, torch_device)
     base_spec = model_spec(base)
     tokenizer = load_tokenizer(base_spec, trust_remote_code)
@@ -308,7 +276,7 @@ def finetune(
         "source": splits.source,
         "kind": splits.kind,
         "split_fingerprint": record["fingerprint"],
-        "recipe": asdict(recipe),
+        "recipe": recipe.record(),
         "seq_len": seq_len,
         "bos": bos_used,
     }

@@ -15,7 +15,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +23,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.artefacts import read_json, read_manifest, verify_artefact
+from ltmia.device import resolve_device
 from ltmia.errors import DamagedError, InputError
 from ltmia.sources import resolve_model
 
@@ -263,3 +264,23 @@ def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bo
             f"target and reference tokenizers differ ({len(target_tokenizer)} vs {len(reference_tokenizer)} "
             f"tokens, or the same tokens with other ids); the reference must be the target's base model"
         )
+
+
+def load_models(
+    target: str | Path, reference: str | None, device: str, trust_remote_code: bool
+) -> tuple[nn.Module, nn.Module | None, Any]:
+    """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
+
+    Both are checked against the target's tokenizer the same way in every command: the reference must
+    tokenise alike (``check_same_tokenizer``) and each model must cover the tokenizer (``load_causal_lm``).
+    """
+    tokenizer = load_tokenizer(str(target), trust_remote_code)
+    if reference is not None:
+        check_same_tokenizer(tokenizer, reference, trust_remote_code)
+    options: dict[str, Any] = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+    torch_device = resolve_device(device)
+    target_model = cast(nn.Module, load_causal_lm(str(target), **options)).to(torch_device)
+    reference_model = (
+        None if reference is None else cast(nn.Module, load_causal_lm(reference, **options)).to(torch_device)
+    )
+    return target_model, reference_model, tokenizer

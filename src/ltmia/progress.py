@@ -1,4 +1,5 @@
-"""Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s).
+"""Terminal display: progress of long jobs (steps with epoch and loss; texts with texts/s; epochs of the
+classifier with loss and validation AUC).
 
 Off a terminal (CI logs, pipes, ``nohup``) the live display is disabled, because rich would hold everything
 printed during it until the end; plain progress lines are printed instead (every ``log_every`` steps, or
@@ -128,3 +129,18 @@ def text_bar(console: Console, description: str) -> Iterator[Callable[[int, int]
                 )
 
         yield on_texts
+
+
+@contextmanager
+def epoch_bar(console: Console, epochs: int) -> Iterator[Callable[[dict], None]]:
+    """A bar over the classifier's epochs with its train loss and validation AUC; yields the ``on_epoch``
+    callback of ``LTMIA.fit`` (an epoch's log entry: ``epoch``, ``train_loss``, ``val_auc``)."""
+    shown = "loss {task.fields[loss]:.4f}  val AUC {task.fields[auc]:.4f}"
+    columns = (TextColumn("epoch"), BarColumn(), MofNCompleteColumn(), TextColumn(shown), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("train", total=epochs, loss=float("nan"), auc=float("nan"))
+
+        def on_epoch(entry: dict) -> None:
+            progress.update(task, completed=entry["epoch"], loss=entry["train_loss"], auc=entry["val_auc"])
+
+        yield on_epoch

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-MEMORY_BUDGET_BYTES = 2**30
-"""Default bound on the extra memory of ``ltmia.signals.extract``: a sub-batch's logits plus chunk scratch."""
+from ltmia.settings.store import MEMORY_BUDGET_BYTES  # the bound on ``ltmia.signals.extract``'s memory
 
 CHUNK_BYTES = MEMORY_BUDGET_BYTES // 2
 """Default byte budget for the (chunk, V) temporaries of one chunk of positions: the half of

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ltmia.attacks import ATTACKS
+from ltmia.attacks.base import ATTACKS
 from ltmia.tokenstats import TokenStats
 
 ABOVE_ALL = float(np.finfo(np.float64).max)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltmia.attacks import ATTACKS, valid_mean
+from ltmia.attacks.base import ATTACKS, valid_mean
 from ltmia.tokenstats import TokenStats
 
 

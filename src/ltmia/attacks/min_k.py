@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.attacks import ATTACKS, packed
+from ltmia.attacks.base import ATTACKS, packed
 from ltmia.tokenstats import TokenStats
 
 

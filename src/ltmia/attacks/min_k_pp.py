@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ltmia.attacks import ATTACKS
+from ltmia.attacks.base import ATTACKS
 from ltmia.attacks.min_k import mean_of_lowest
 from ltmia.tokenstats import TokenStats
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from ltmia.attacks import ATTACKS, valid_mean
+from ltmia.attacks.base import ATTACKS, valid_mean
 from ltmia.tokenstats import TokenStats
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.attacks import ATTACKS, packed
+from ltmia.attacks.base import ATTACKS, packed
 from ltmia.tokenstats import TokenStats
 
 WINDOWS = (2, 3, 4, 6, 9, 13, 18, 25, 32, 40)

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from ltmia.attacks import ATTACKS, valid_mean
+from ltmia.attacks.base import ATTACKS, valid_mean
 from ltmia.tokenstats import TokenStats
 
 

@@ -15,12 +15,15 @@
     unused = read_non_members("written-after-release.txt", tokenizer)  # texts certainly not trained on
     result = audit("my-finetuned-model", found, "audit-2", reference="base-model", non_members=unused)
     result.record["evidence"]["verdict"]  # the set-level verdict; result.table[i]["q_value"], ["selected"]
+
+    result = audit_files("my-finetuned-model", "candidates.jsonl", "audit-3", non_members="unused.txt")
 """
 
 from ltmia.audit.explain import Explanation, explain, occlusion
 from ltmia.audit.inputs import Candidates, candidates, read_labels, read_texts
-from ltmia.audit.nonmembers import EvidenceSettings, read_non_members
-from ltmia.audit.run import SCORE_NOTE, AuditResult, AuditSettings, audit
+from ltmia.audit.nonmembers import EvidenceSettings, evidence_settings, read_non_members
+from ltmia.audit.result import AuditResult
+from ltmia.audit.run import SCORE_NOTE, AuditSettings, audit, audit_files
 
 __all__ = [
     "SCORE_NOTE",
@@ -30,7 +33,9 @@ __all__ = [
     "EvidenceSettings",
     "Explanation",
     "audit",
+    "audit_files",
     "candidates",
+    "evidence_settings",
     "explain",
     "occlusion",
     "read_labels",

@@ -15,7 +15,6 @@ import base64
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -24,11 +23,9 @@ from matplotlib.figure import Figure
 
 from ltmia.artefacts import write_text
 from ltmia.audit.explain import Explanation
+from ltmia.audit.result import AuditResult
 from ltmia.evaluation import Evaluation
 from ltmia.evaluation import render as render_table
-
-if TYPE_CHECKING:
-    from ltmia.audit.run import AuditResult
 
 MAX_TABLE_ROWS = 1000
 PREVIEW_CHARS = 160
@@ -83,6 +80,15 @@ def render(result: AuditResult) -> str:
 def data_uri(png: bytes) -> str:
     """A PNG's base64 text for a data URI, so the page needs no other file."""
     return base64.b64encode(png).decode()
+
+
+def skipped_note(skipped: list[int]) -> str:
+    """Rows without text, by input position, as a note: "; 2 rows without text skipped (input #3, #7)"
+    (nothing when there are none)."""
+    if not skipped:
+        return ""
+    shown = ", #".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    return f"; {len(skipped)} row{'s' * (len(skipped) > 1)} without text skipped (input #{shown})"
 
 
 def preview(text: str) -> str:
@@ -207,7 +213,8 @@ def evidence(record: dict) -> dict:
         ("set-level verdict", found["verdict"]),
         (
             "non-members",
-            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})",
+            f"{found['non_members']} known (smallest possible p-value {found['smallest_p']:.3g})"
+            + skipped_note(found.get("non_member_texts", {}).get("skipped", [])),
         ),
     ]
     if found["candidates_also_in_non_members"]:

@@ -82,6 +82,23 @@ class EvidenceSettings:
         return self.fpr if self.fpr is not None else self.fdr
 
 
+def evidence_settings(
+    fdr: float | None = None,
+    fpr: float | None = None,
+    alpha: float = 0.05,
+    attack: str = LT_MIA,
+    *,
+    with_non_members: bool,
+) -> EvidenceSettings:
+    """`EvidenceSettings` from ``ltmia audit``'s options: one error rate (``fdr`` default 0.05, or ``fpr``),
+    and no option that weighs candidates against non-members unless there are some."""
+    if fdr is not None and fpr is not None:
+        raise InputError("give --fdr or --fpr, not both: the selection controls one error rate")
+    if not with_non_members and (fdr, fpr, alpha, attack) != (None, None, 0.05, LT_MIA):
+        raise InputError("--fdr, --fpr, --alpha and --attack weigh candidates against --non-members; give it")
+    return EvidenceSettings(fdr=0.05 if fdr is None else fdr, fpr=fpr, alpha=alpha, attack=attack)
+
+
 def read_non_members(
     source: str | Path,
     tokenizer,
@@ -93,8 +110,11 @@ def read_non_members(
     """The known non-members, read and flagged like the candidates (``ltmia.audit.inputs``).
 
     ``column`` and ``fmt`` are the candidates' ``--column`` and ``--format``: the column is not passed to a
-    .txt file (it has none), the format only to stdin (a file's suffix says its own). Fewer than
-    `MIN_NON_MEMBERS` scoreable texts, or stdin for both sets, is an InputError.
+    .txt file (it has none), the format only to stdin (a file's suffix says its own). A row without text
+    (the readers' ``""`` placeholder: a missing or null value) is skipped and listed by its input position,
+    exactly as a candidate's: ``skipped`` goes to ``audit.json`` (``evidence.non_member_texts``), and the
+    scored non-members keep their input positions (``index``). Fewer than `MIN_NON_MEMBERS` scoreable texts,
+    or stdin for both sets, is an InputError.
     """
     stdin = str(source) == STDIN
     if stdin and str(texts_source) == STDIN:
@@ -102,13 +122,13 @@ def read_non_members(
     if column is not None and not stdin and Path(source).suffix.lower() == ".txt":
         column = None
     raw = read_texts(source, column, fmt if stdin else None)
-    found = candidates(raw, tokenizer)
-    if len(found.texts) < MIN_NON_MEMBERS:
+    scoreable = sum(bool(text.strip()) for text in raw)  # counted first: "all empty" names the non-members
+    if scoreable < MIN_NON_MEMBERS:
         raise InputError(
-            f"{source} has {len(found.texts)} non-empty texts; give at least {MIN_NON_MEMBERS} known "
-            f"non-members (with n of them no p-value is below 1/(n+1))"
+            f"{source} has {scoreable} non-empty texts in {len(raw)} rows; give at least {MIN_NON_MEMBERS} "
+            f"known non-members (with n of them no p-value is below 1/(n+1))"
         )
-    return found
+    return candidates(raw, tokenizer)
 
 
 def take(scored: Scored, rows: slice) -> Scored:

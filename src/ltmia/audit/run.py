@@ -22,30 +22,44 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
-from ltmia.artefacts import read_manifest, versions, write_json, write_text
-from ltmia.audit.explain import Explanation, explain
-from ltmia.audit.inputs import Candidates
-from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, take
+from ltmia.artefacts import (
+    MARKER,
+    claim_output,
+    read_manifest,
+    record_output,
+    versions,
+    write_json,
+    write_text,
+)
+from ltmia.audit.explain import explain
+from ltmia.audit.html import write_report
+from ltmia.audit.inputs import Candidates, candidates, read_labels, read_texts
+from ltmia.audit.nonmembers import Evidence, EvidenceSettings, evidence, read_non_members, take
+from ltmia.audit.result import AuditResult
 from ltmia.classifier import LTMIA
 from ltmia.classifier.checkpoint import classifier_dir
+from ltmia.corpora import check_kind
 from ltmia.data import Kind, resolve_bos
-from ltmia.errors import InputError, OutputExistsError
+from ltmia.errors import InputError
 from ltmia.evaluation import (
     LT_MIA,
-    Evaluation,
     Scored,
     baseline_scores,
     lt_mia_scores,
     merge,
     write_results,
 )
+from ltmia.extract import build_store
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
-from ltmia.models import adapter_base, load_tokenizer
+from ltmia.models import adapter_base, load_models, load_tokenizer
+from ltmia.settings import default
+from ltmia.settings.base import PrecisionSetting
 from ltmia.sources import default_bos, model_spec
-from ltmia.store import Rows, Store, StoreSettings, build_store, load_models
+from ltmia.store import Rows, Store, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,29 +84,17 @@ class AuditSettings:
     classifier: Path | None = None
     kind: Kind = "text"
     bos: str | None = None
-    precision: str = "fp32"
+    precision: str = default(StoreSettings, "precision")
     explain: int = 20
-    batch_size: int = 16
+    batch_size: int = default(StoreSettings, "batch_size")
     shard_size: int = 256
-    memory_budget_bytes: int = 2**30
+    memory_budget_bytes: int = default(StoreSettings, "memory_budget_bytes")
     device: str = "auto"
     trust_remote_code: bool = False
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
 
-
-@dataclass
-class AuditResult:
-    """What an audit produced: ``table`` (one dict per scored text, best LT-MIA score first), metrics (with
-    bootstrap intervals) when labels were given, explanations of the top texts, counts of skipped /
-    flagged texts, the output dir; with known non-members, the ``evidence`` (``ltmia.audit.nonmembers``)."""
-
-    out: Path
-    table: list[dict]
-    counts: dict[str, int]
-    explanations: list[Explanation] = field(default_factory=list)
-    metrics: Evaluation | None = None
-    record: dict = field(default_factory=dict)
-    evidence: Evidence | None = None
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
 
 
 def load_audit_classifier(path: Path | None) -> LTMIA:
@@ -138,13 +140,43 @@ def target_bos(target: str, base: str) -> str:
     return default_bos(base) or "never"
 
 
-def check_output(out: Path) -> None:
-    """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused."""
-    if out.is_file():
-        raise OutputExistsError(f"{out} is a file; choose a directory for --out")
-    entries = {entry.name for entry in out.iterdir()} if out.exists() else set()
-    if entries and not {AUDIT_FILE, STORE_DIR, f"{STORE_DIR}.partial"} & entries:
-        raise OutputExistsError(f"{out} exists and is not an ltmia audit; choose another --out directory")
+AUDIT = "ltmia audit"
+"""What ``claim_output`` records an audit's output directory as."""
+AUDIT_FILES = (
+    "scores.csv",
+    "scores.json",
+    "explanations.json",
+    "non_members.json",
+    "report.html",
+    AUDIT_FILE,
+    *(f"metrics{suffix}" for suffix in (".json", ".md", "-roc.png")),
+)
+
+
+def legacy_audit(out: Path) -> list[str] | None:
+    """An audit written (or begun) before ltmia recorded its files: its ``audit.json`` says so, or it holds
+    ltmia's store, finished (a manifest) or begun (a scratch directory with ltmia's marker); None if not."""
+    try:
+        record = json.loads((out / AUDIT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    ours = isinstance(record, dict) and record.get("artefact") == "ltmia-audit"
+    if (
+        ours
+        or (out / STORE_DIR / "manifest.json").is_file()
+        or (out / f"{STORE_DIR}.partial" / MARKER).is_file()
+    ):
+        return list(AUDIT_FILES)
+    return None
+
+
+def check_output(out: Path, create: bool = False) -> None:
+    """``out`` may be new, empty or an earlier audit (resumed); anything else is the user's, refused.
+    ``create``: make it and record it as the audit's (``claim_output``), once the cheap checks passed."""
+    fix = "choose another --out directory"
+    before = claim_output(out, AUDIT, fix, legacy_audit, create=create)
+    if create and not set(AUDIT_FILES) <= set(before):
+        record_output(out, AUDIT, [*before, *AUDIT_FILES])
 
 
 def audit(
@@ -177,10 +209,10 @@ def audit(
         seq_len=classifier.record_["seq_len"],
         batch_size=settings.batch_size,
         shard_size=settings.shard_size,
-        precision=settings.precision,
+        precision=cast(PrecisionSetting, settings.precision),
         memory_budget_bytes=settings.memory_budget_bytes,
     )
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, create=True)
     store = Store(
         build_store(
             *load_models(target, reference_spec, settings.device, settings.trust_remote_code),
@@ -211,11 +243,52 @@ def audit(
         metrics = write_results(scored, out, "metrics", title)
     record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
     if found is not None and non_members is not None:
-        found.record["non_member_texts"] = {"read": non_members.n_read, **non_members.flag_counts()}
+        found.record["non_member_texts"] = {
+            "read": non_members.n_read,
+            "scored": len(non_members.texts),
+            **non_members.flag_counts(),
+            "skipped": non_members.skipped,  # input positions of the rows without text, never scored
+        }
         record = {"artefact": record.pop("artefact"), "evidence": found.record, **record}
     result = AuditResult(out, table, candidates.flag_counts(), explanations, metrics, record, found)
     write_outputs(result, non_members)
     return result
+
+
+def audit_files(
+    target: str,
+    texts: str | Path,
+    out: Path,
+    *,
+    reference: str | None = None,
+    labels: Path | None = None,
+    column: str | None = None,
+    fmt: str | None = None,
+    non_members: str | Path | None = None,
+    settings: AuditSettings | None = None,
+    on_texts: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """`audit` of texts in files, as ``ltmia audit`` runs it: candidates from ``texts`` (a file or ``-``,
+    stdin; ``ltmia.audit.inputs.read_texts``), known ``labels`` (one per text) and known ``non_members``
+    (``read_non_members``), read and flagged with the target's tokenizer before any model is loaded."""
+    settings = settings or AuditSettings()
+    raw = read_texts(texts, column, fmt)
+    known = read_labels(labels, len(raw)) if labels is not None else None
+    tokenizer = load_tokenizer(target, settings.trust_remote_code)
+    found = candidates(raw, tokenizer, known)
+    nulls = None
+    if non_members is not None:
+        nulls = read_non_members(non_members, tokenizer, column, fmt, texts_source=texts)
+    return audit(
+        target,
+        found,
+        out,
+        reference=reference,
+        settings=settings,
+        tokenizer=tokenizer,
+        on_texts=on_texts,
+        non_members=nulls,
+    )
 
 
 def store_rows(candidates: Candidates, non_members: Candidates | None) -> Rows:
@@ -316,8 +389,6 @@ def study_of(classifier_dir: Path) -> dict | None:
 def write_outputs(result: AuditResult, non_members: Candidates | None = None) -> None:
     """``scores.csv``, ``scores.json``, ``explanations.json``, ``report.html`` (with known non-members also
     ``non_members.json``, their scores) and ``audit.json`` (last; keys in reading order, evidence first)."""
-    from ltmia.audit.html import write_report
-
     out = result.out
     write_text(out / "scores.csv", table_csv(result.table))
     write_json(out / "scores.json", result.table)

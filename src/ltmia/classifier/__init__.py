@@ -13,7 +13,6 @@ checkpoint directory.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import cast
 
@@ -33,12 +32,17 @@ from ltmia.classifier.batches import (
 )
 from ltmia.classifier.checkpoint import check_store_compatible, load_classifier, save_classifier
 from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
+from ltmia.classifier.score_inputs import SCORE_INPUTS, ScoredSource, check_score_inputs
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
 from ltmia.device import resolve_device
-from ltmia.errors import InputError
+from ltmia.errors import InputError, SettingsError
+from ltmia.settings import check_keys, default
+from ltmia.settings.classifier import CONFIG_PARAMS, MODEL_PARAMS
 
 __all__ = [
+    "CONFIG_PARAMS",
     "LTMIA",
+    "SCORE_INPUTS",
     "VARIANTS",
     "ArraySource",
     "ClassifierConfig",
@@ -46,6 +50,7 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "build_classifier",
+    "check_params",
     "check_store_compatible",
     "combo_weights",
     "load_classifier",
@@ -54,6 +59,17 @@ __all__ = [
 ]
 
 SourceLike = Source | str | Path
+
+
+def check_params(params: dict, where: str) -> None:
+    """`LTMIA` keyword arguments from a config table, validated now, so a typo or a bad value fails when
+    the config is read rather than hours later when the classifier trains (feature groups: the caller)."""
+    check_keys(params, CONFIG_PARAMS, where)
+    ClassifierConfig.from_table({k: v for k, v in params.items() if k in MODEL_PARAMS}, where)
+    TrainSettings.from_table({k: v for k, v in params.items() if k in TrainSettings.model_fields}, where)
+    variant = params.get("variant", default(ClassifierConfig, "variant"))
+    if variant not in VARIANTS:
+        raise SettingsError(f"{where}: unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
 
 
 def as_source(source: SourceLike) -> Source:
@@ -76,34 +92,38 @@ class LTMIA:
     """Learned transfer membership inference: a classifier of per-token features -> P(member).
 
     Model parameters size ``ClassifierConfig``, training parameters ``TrainSettings`` (defaults: the
-    paper's, SPEC §6). ``groups`` keeps a subset of the SPEC §4 feature groups (default all). After ``fit``
-    (or ``load``): ``model_``, ``config_``, ``history_``, ``best_epoch_``, ``best_val_auc_``, ``groups_``.
+    paper's, SPEC §6). ``groups`` keeps a subset of the SPEC §4 feature groups (default all).
+    ``score_inputs`` (not in the paper; ``ltmia.classifier.score_inputs``) names one-pass baseline scores
+    the model also reads, appended to every position; such a classifier scores feature stores only. After
+    ``fit`` (or ``load``): ``model_``, ``config_``, ``history_``, ``best_epoch_``, ``best_val_auc_``,
+    ``groups_``.
     """
 
     def __init__(
         self,
-        variant: str = "transformer",
+        variant: str = default(ClassifierConfig, "variant"),
         *,
-        d_model: int = 192,
-        heads: int = 8,
-        layers: int = 2,
-        ff: int = 576,
-        dropout: float = 0.05,
-        mlp_hidden: int = 256,
+        d_model: int = default(ClassifierConfig, "d_model"),
+        heads: int = default(ClassifierConfig, "heads"),
+        layers: int = default(ClassifierConfig, "layers"),
+        ff: int = default(ClassifierConfig, "ff"),
+        dropout: float = default(ClassifierConfig, "dropout"),
+        mlp_hidden: int = default(ClassifierConfig, "mlp_hidden"),
         groups: Sequence[str] | None = None,
-        lr: float = 9.88e-4,
-        weight_decay: float = 0.028,
-        label_smoothing: float = 0.02,
-        batch_size: int = 16384,
-        epochs: int = 80,
-        warmup_epochs: int = 10,
-        min_lr: float = 1e-6,
-        grad_clip: float | None = 1.0,
-        patience: int | None = None,
-        seed: int = 42,
-        micro_batch_size: int = 512,
-        memory_budget_bytes: int = 2**30,
-        device: str = "auto",
+        score_inputs: Sequence[str] = (),
+        lr: float = default(TrainSettings, "lr"),
+        weight_decay: float = default(TrainSettings, "weight_decay"),
+        label_smoothing: float = default(TrainSettings, "label_smoothing"),
+        batch_size: int = default(TrainSettings, "batch_size"),
+        epochs: int = default(TrainSettings, "epochs"),
+        warmup_epochs: int = default(TrainSettings, "warmup_epochs"),
+        min_lr: float = default(TrainSettings, "min_lr"),
+        grad_clip: float | None = default(TrainSettings, "grad_clip"),
+        patience: int | None = default(TrainSettings, "patience"),
+        seed: int = default(TrainSettings, "seed"),
+        micro_batch_size: int = default(TrainSettings, "micro_batch_size"),
+        memory_budget_bytes: int = default(TrainSettings, "memory_budget_bytes"),
+        device: str = default(TrainSettings, "device"),
     ) -> None:
         self.variant = variant
         self.d_model = d_model
@@ -113,6 +133,7 @@ class LTMIA:
         self.dropout = dropout
         self.mlp_hidden = mlp_hidden
         self.groups = groups
+        self.score_inputs = score_inputs
         self.lr = lr
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
@@ -129,8 +150,12 @@ class LTMIA:
 
     def settings(self) -> TrainSettings:
         """The training parameters as validated ``TrainSettings``."""
-        names = TrainSettings.__dataclass_fields__
-        return TrainSettings(**{name: getattr(self, name) for name in names})
+        return TrainSettings(**{name: getattr(self, name) for name in TrainSettings.model_fields})
+
+    def config(self, feature_dim: int, seq_len: int) -> ClassifierConfig:
+        """The model parameters as a validated ``ClassifierConfig`` for features of this layout."""
+        sizes = {name: getattr(self, name) for name in MODEL_PARAMS}
+        return ClassifierConfig(**sizes, feature_dim=feature_dim, seq_len=seq_len)
 
     def fit(
         self,
@@ -141,31 +166,33 @@ class LTMIA:
         """Train on the "train" rows of ``sources`` (stores, store paths or ArraySource objects), each combo
         with equal total weight; keep the epoch with the best AUC on the "val" rows of ``val_sources``
         (default: ``sources``). ``on_epoch(entry)`` is called after every epoch."""
+        names = check_score_inputs(self.score_inputs)
         train = as_sources(sources)
         val = None if val_sources is None else as_sources(val_sources)
         found = common_layout(train + (val or []))
-        config = ClassifierConfig(
-            self.variant,
-            feature_dim=found["feature_dim"],
-            seq_len=found["seq_len"],
-            d_model=self.d_model,
-            heads=self.heads,
-            layers=self.layers,
-            ff=self.ff,
-            dropout=self.dropout,
-            mlp_hidden=self.mlp_hidden,
-        )
+        if names:
+            train = [ScoredSource(source, names) for source in train]
+            val = None if val is None else [ScoredSource(source, names) for source in val]
+        config = self.config(found["feature_dim"] + len(names), found["seq_len"])
         result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch)
-        self._set_fitted(result.model, config, found, result.groups, None)
+        self._set_fitted(result.model, config, found, result.groups, None, names)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.best_val_auc_, self.training_ = result.best_val_auc, result.record
         return self
 
     def _set_fitted(
-        self, model: torch.nn.Module, config: ClassifierConfig, layout: dict, groups: list, path: str | None
+        self,
+        model: torch.nn.Module,
+        config: ClassifierConfig,
+        layout: dict,
+        groups: list,
+        path: str | None,
+        score_inputs: tuple[str, ...] = (),
     ) -> None:
-        """Fitted state; ``record_`` (feature layout, checkpoint path) is what stores are checked against."""
+        """Fitted state; ``record_`` (the stores' feature layout, checkpoint path) is what stores are checked
+        against; with ``score_inputs_`` the model reads D + S dims of which the stores hold D."""
         self.model_, self.config_, self.groups_ = model, config, groups
+        self.score_inputs_ = score_inputs
         self.record_ = {**layout, "path": path}
         self._dropped = dropped_indices(groups, layout["k"])
 
@@ -178,6 +205,11 @@ class LTMIA:
     def decision_function(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
         """(N, L, D) features (numpy or torch, any float dtype), (N, L) mask -> (N,) float32 logits."""
         model = self._model()
+        if self.score_inputs_:
+            raise InputError(
+                f"this classifier also reads text scores ({', '.join(self.score_inputs_)}) computed from a "
+                "store's token stats; score a feature store (LTMIA.score) instead of arrays"
+            )
         features, mask = torch.as_tensor(features), torch.as_tensor(mask).bool()
         dim, length = self.config_.feature_dim, self.config_.seq_len
         if features.ndim != 3 or features.shape[2] != dim or features.shape[1] > length:
@@ -198,6 +230,8 @@ class LTMIA:
         model = self._model()
         source = as_source(source)
         check_store_compatible(self.record_, source)
+        if self.score_inputs_:
+            source = ScoredSource(source, self.score_inputs_)
         return score_source(model, source, split, self._dropped, self.micro_batch_size)[0]
 
     def save(self, out: Path | str, overwrite: bool = False) -> Path:
@@ -214,6 +248,7 @@ class LTMIA:
             training=self.training_,
             metrics=metrics,
             overwrite=overwrite,
+            score_inputs=self.score_inputs_,
         )
         self.record_["path"] = str(path)
         return path
@@ -223,10 +258,11 @@ class LTMIA:
         """An `LTMIA` from a checkpoint directory, with the parameters it was trained with."""
         model, record = load_classifier(Path(path))
         config, training = ClassifierConfig(**record["config"]), record["training"]
-        sizes = {key: value for key, value in asdict(config).items() if key not in ("variant", *LAYOUT_KEYS)}
-        estimator = cls(config.variant, groups=record["groups"], **sizes, **training["settings"])
+        sizes = {key: value for key, value in config.record().items() if key in MODEL_PARAMS}
+        names = tuple(record.get("score_inputs", ()))  # checkpoints without score inputs record none
+        estimator = cls(groups=record["groups"], score_inputs=names, **sizes, **training["settings"])
         layout = {key: record[key] for key in LAYOUT_KEYS}
-        estimator._set_fitted(model, config, layout, record["groups"], record["path"])
+        estimator._set_fitted(model, config, layout, record["groups"], record["path"], names)
         estimator.history_, estimator.best_epoch_ = training["history"], record["metrics"]["best_epoch"]
         estimator.best_val_auc_, estimator.training_ = record["metrics"]["best_val_auc"], training
         return estimator

@@ -11,7 +11,6 @@ version, k, feature dim, L): features of another layout would be silently misrea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch import nn
 from ltmia.artefacts import building, check_scratch, read_manifest, verify_artefact, versions, write_manifest
 from ltmia.classifier.batches import LAYOUT_KEYS, Source, layout, source_name
 from ltmia.classifier.model import ClassifierConfig, build_classifier
-from ltmia.errors import DamagedError, InputError, OutputExistsError
+from ltmia.errors import DamagedError, InputError, OutputExistsError, SettingsError
 from ltmia.features import FEATURE_LAYOUT_VERSION
 
 CLASSIFIER_ARTEFACT = "ltmia-classifier"
@@ -81,24 +80,28 @@ def save_classifier(
     training: dict,
     metrics: dict,
     overwrite: bool = False,
+    score_inputs: Sequence[str] = (),
 ) -> Path:
     """Write ``model`` (weights) and its record (config, kept feature groups, feature layout, the training
     record, metrics, package versions, the weights' checksum) to the directory ``out``, atomically;
-    returns ``out``. ``overwrite`` replaces a classifier already there."""
+    returns ``out``. ``overwrite`` replaces a classifier already there. With ``score_inputs`` the model reads
+    D + S dims; the record's layout ``feature_dim`` stays the stores' D, and the names are recorded (only
+    then, so checkpoints without them are written as before)."""
     out = Path(out)
     check_new_output(out, overwrite)
     record = {
         "artefact": CLASSIFIER_ARTEFACT,
-        "config": asdict(config),
+        "config": config.record(),
         "groups": list(groups),
         "k": k,
         "seq_len": config.seq_len,
-        "feature_dim": config.feature_dim,
+        "feature_dim": config.feature_dim - len(score_inputs),
         "feature_layout_version": FEATURE_LAYOUT_VERSION,
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": training,
         "metrics": metrics,
         "versions": versions(),
+        **({"score_inputs": list(score_inputs)} if score_inputs else {}),
     }
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     with building(out, what="classifier", replace=overwrite and out.exists()) as partial:
@@ -117,7 +120,7 @@ def load_classifier(path: Path) -> tuple[nn.Module, dict]:
     try:
         model = build_classifier(ClassifierConfig(**record["config"]))
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    except (TypeError, RuntimeError, OSError, KeyError, SafetensorError) as error:
+    except (SettingsError, TypeError, RuntimeError, OSError, KeyError, SafetensorError) as error:
         first_line = str(error).splitlines()[0]
         raise DamagedError(
             f"{path} is a damaged classifier checkpoint ({first_line}); train it again"

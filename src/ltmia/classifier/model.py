@@ -14,54 +14,20 @@ Every variant reads the same inputs and obeys the same padding contract, which t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltmia.errors import InputError
 from ltmia.registry import Registry
+from ltmia.settings import ClassifierConfig
 
 VARIANTS: Registry[type[nn.Module]] = Registry("classifier variant")
 
 
-@dataclass
-class ClassifierConfig:
-    """Which model and how big; the defaults are the paper's (SPEC §6: about 0.83 M parameters).
-
-    ``feature_dim`` and ``seq_len`` must match the feature store (7k+14 and L of SPEC §4). ``d_model``,
-    ``heads``, ``layers`` and ``ff`` size the transformer; ``mlp_hidden`` the MLP variants.
-    """
-
-    variant: str = "transformer"
-    feature_dim: int = 154
-    seq_len: int = 128
-    d_model: int = 192
-    heads: int = 8
-    layers: int = 2
-    ff: int = 576
-    dropout: float = 0.05
-    mlp_hidden: int = 256
-
-    def __post_init__(self) -> None:
-        VARIANTS.get(self.variant)  # an unknown name lists the valid ones
-        sizes = ("feature_dim", "seq_len", "d_model", "heads", "layers", "ff", "mlp_hidden")
-        small = [
-            name for name in sizes if not isinstance(getattr(self, name), int) or getattr(self, name) < 1
-        ]
-        if small:
-            raise InputError(f"classifier sizes must be positive integers: {', '.join(small)}")
-        if self.d_model % self.heads or self.d_model % 2:
-            raise InputError(
-                f"d_model {self.d_model} must be even and divisible by the {self.heads} attention heads"
-            )
-        if not 0 <= self.dropout < 1:
-            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
 def build_classifier(config: ClassifierConfig) -> nn.Module:
-    """A freshly initialised model of ``config.variant`` (seed the torch RNG first for reproducibility)."""
+    """A freshly initialised model of ``config.variant`` (seed the torch RNG first for reproducibility); an
+    unknown variant is an ``UnknownNameError`` listing the valid ones."""
     return VARIANTS.get(config.variant)(config)
 
 

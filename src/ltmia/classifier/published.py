@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +118,9 @@ def published_config(checkpoint: dict) -> ClassifierConfig:
         raise InputError(f"the checkpoint reads {d_in} features per position, not 7k + 14 (SPEC §4)")
     sizes = {ours: hparams[theirs] for theirs, ours in HPARAMS.items()}
     sizes = {key: float(value) if key == "dropout" else int(value) for key, value in sizes.items()}
-    return ClassifierConfig("transformer", feature_dim=d_in, seq_len=int(checkpoint["seq_len"]), **sizes)
+    return ClassifierConfig(
+        variant="transformer", feature_dim=d_in, seq_len=int(checkpoint["seq_len"]), **sizes
+    )
 
 
 def renamed_state(state: dict) -> dict[str, torch.Tensor]:
@@ -152,7 +153,7 @@ def import_published(checkpoint_path: Path, out: Path) -> Path:
         ) from None
     k = (config.feature_dim - 14) // 7
     training = {
-        "settings": asdict(TrainSettings()),
+        "settings": TrainSettings().record(),
         "settings_note": "SPEC §6 defaults, not read from the file; its own config is under 'published'",
         "history": [],
         "imported": {

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -50,66 +50,13 @@ from ltmia.device import resolve_device
 from ltmia.errors import InputError
 from ltmia.features import feature_groups
 from ltmia.metrics import auc
+from ltmia.schedules import warmup_cosine
+from ltmia.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
 OnEpoch = Callable[[dict], None]
 """Called after every epoch with its history entry: epoch, train_loss, val_auc, lr, seconds."""
-
-
-@dataclass
-class TrainSettings:
-    """How to train; the defaults are the paper's (SPEC §6).
-
-    ``micro_batch_size`` rows go through the model at once (activation memory); ``memory_budget_bytes``
-    bounds the feature rows held by the shuffle buffer. Neither changes the maths, but the buffer size
-    decides the row order, so it is recorded with the seed. ``patience`` (not in the paper, which trains
-    all 80 epochs) ends training once the validation AUC has not improved for that many epochs: training
-    to convergence without paying for epochs that only overfit; the schedule still spans ``epochs``.
-    """
-
-    lr: float = 9.88e-4
-    weight_decay: float = 0.028
-    label_smoothing: float = 0.02
-    batch_size: int = 16384
-    epochs: int = 80
-    warmup_epochs: int = 10
-    min_lr: float = 1e-6
-    grad_clip: float | None = 1.0
-    patience: int | None = None  # stop after this many epochs without a better validation AUC
-    seed: int = 42
-    micro_batch_size: int = 512
-    memory_budget_bytes: int = 2**30
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        counts = {
-            "batch size": self.batch_size,
-            "epochs": self.epochs,
-            "micro-batch size": self.micro_batch_size,
-        }
-        if self.patience is not None:
-            counts["patience"] = self.patience
-        small = [name for name, value in counts.items() if value < 1]
-        if small:
-            raise InputError(f"{', '.join(small)} must be at least 1")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise InputError(
-                f"warmup epochs ({self.warmup_epochs}) must be between 0 and the epochs ({self.epochs}); "
-                "lower the warmup"
-            )
-        if not 0 <= self.min_lr <= self.lr or self.lr <= 0 or self.weight_decay < 0:
-            raise InputError("need lr > 0, 0 <= min_lr <= lr and weight_decay >= 0")
-        if not 0 <= self.label_smoothing < 1 or (self.grad_clip is not None and self.grad_clip <= 0):
-            raise InputError("label smoothing must be in [0, 1) and grad_clip positive (or None)")
-        if self.memory_budget_bytes < 1:
-            raise InputError(
-                f"the memory budget must be a positive number of bytes, not {self.memory_budget_bytes}"
-            )
-        try:
-            resolve_device(self.device)
-        except RuntimeError as error:
-            raise InputError(f"unknown device {self.device!r}: {error}") from None
 
 
 @dataclass
@@ -128,11 +75,10 @@ class TrainResult:
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, settings: TrainSettings) -> float:
-    """Linear warmup to lr over ``warmup_steps``, then cosine down to min_lr at the last step."""
-    if step < warmup_steps:
-        return settings.lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps - 1))
-    return settings.min_lr + (settings.lr - settings.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    """Linear warmup to lr over ``warmup_steps``, then cosine down to min_lr at the last step
+    (``ltmia.schedules.warmup_cosine``)."""
+    decay_steps = total_steps - warmup_steps - 1
+    return warmup_cosine(step, warmup_steps, decay_steps, peak=settings.lr, floor=settings.min_lr)
 
 
 def accumulate(
@@ -257,7 +203,7 @@ def train_classifier(
     model.load_state_dict(cast(dict, best_state))  # set in epoch 1 unless its validation AUC is NaN
     model.cpu().eval()
     record = {
-        "settings": asdict(settings),
+        "settings": settings.record(),
         "groups": groups,
         "train_sources": [
             {"source": source_name(s), "rows": n, "row_weight": float(w)}

@@ -12,20 +12,18 @@ import ast
 import gzip
 import hashlib
 import json
-import os
 import platform
 import re
 import sys
 import sysconfig
-import tempfile
 import textwrap
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
-from ltmia.artefacts import ltmia_home
-from ltmia.corpora import CORPORA, Corpus, Kind
+from ltmia.artefacts import ltmia_home, write_text
+from ltmia.corpora.base import CORPORA, MAX_CODE_CHARS, Corpus, Kind
 from ltmia.errors import InputError
 
 CAP = 30_000
@@ -74,14 +72,11 @@ def cached_texts(
 
 
 def _write_atomically(path: Path, content: str) -> None:
-    """Write via a temporary file and a rename, so that concurrent runs never read a half-written cache."""
+    """Write whole or not at all (``ltmia.artefacts.write_text``: no temporary file stays when it fails), so
+    that concurrent runs never read a half-written cache; a cache that cannot be written is one line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
-        ) as f:
-            f.write(content)
-        os.replace(f.name, path)
+        write_text(path, content)
     except OSError as err:
         raise InputError(
             f"cannot write the corpus cache {path}: {err}; set LTMIA_HOME to a writable folder"
@@ -216,9 +211,6 @@ def stdlib_docs() -> Iterator[str]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 yield ast.get_docstring(node, clean=True) or ""
-
-
-MAX_CODE_CHARS = 4_000
 
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef

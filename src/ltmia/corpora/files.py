@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ltmia.corpora import Corpus, Kind
+from ltmia.corpora.base import MAX_CODE_CHARS, Corpus, Kind
 from ltmia.errors import InputError
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUPPORTED = "a .txt, .jsonl, .csv or .parquet file, a folder of source code or a datasets save_to_disk folder"
-MAX_CODE_CHARS = 4_000
 CODE_SUFFIXES = {
     ".py", ".pyi", ".js", ".jsx", ".mjs", ".ts", ".tsx", ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh",
     ".java", ".kt", ".scala", ".go", ".rs", ".rb", ".sh", ".bash", ".pl", ".pm", ".php", ".lua", ".swift",

@@ -19,24 +19,25 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from ltmia.attacks.costly import COSTLY_ATTACKS
-from ltmia.corpora import CORPORA
+from pydantic import Field
+
+from ltmia.corpora import Kind
 from ltmia.corpora.files import parse_columns
-from ltmia.costly_scores import CostlyOptions
-from ltmia.data import BOS_CHOICES
-from ltmia.device import resolve_precision
 from ltmia.errors import InputError
-from ltmia.features import feature_groups
-from ltmia.finetune import Recipe
+from ltmia.settings import BosSetting, Recipe, Settings, StoreSettings, ZooSettings, check_keys
+from ltmia.settings.classifier import CONFIG_PARAMS
+from ltmia.settings.costly import CostlyOptions
+from ltmia.settings.zoo import zoo_settings
 from ltmia.sources import PACKAGED, PACKAGED_PREFIX
-from ltmia.store import StoreSettings
-from ltmia.zoo.architectures import ARCHITECTURES, ZooSize
-from ltmia.zoo.pretrain import ZooSettings, pretrain_recipe
+
+# Importing this module and reading a config (``read_toml``) load no torch, for the CLI and for a Ray
+# driver that only plans: the settings models are torch-free, and what validating a config needs from the
+# components (registries, the device) ``parse`` imports when it runs.
 
 ZOO_PREFIX = "zoo:"
 SPLITS = ("test", "all")  # a group reads its combos' test split (training combos) or all their pairs
@@ -83,16 +84,38 @@ def read_toml(spec: str, seen: tuple[str, ...] = ()) -> dict:
     return merged({**read_toml(parent, (*seen, spec)), "name": name}, raw)
 
 
-def take(table: dict, allowed: set[str], where: str) -> dict:
-    """``table`` after checking it has no key outside ``allowed`` (a typo is an error, not a default)."""
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
-    return table
+SECTIONS = ("zoo", "defaults", "store", "combos", "classifiers", "groups", "costly")
+STUDY_KEYS = ("name", "description", "seed", *SECTIONS)
+STORE_KEYS = (
+    *(key for key in StoreSettings.model_fields if key not in ("seq_len", "memory_budget_bytes")),
+    "memory_budget_mib",
+)
+"""``[store]``: `StoreSettings` but L (SPEC §4's, fixed) and the memory budget, given in MiB."""
+GROUP_KEYS = ("combos", "split", "paper")
 
 
-def names_of(cls) -> set[str]:
-    return {f.name for f in fields(cls)}
+def names_of(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+class ComboSection(Settings):
+    """``[combos.<name>]``: models x corpora fine-tuned alike. ``[defaults]`` gives any of these but the
+    models and corpora to every combo set; ``recipe`` tables merge key by key (a `Recipe`)."""
+
+    what: ClassVar[str] = "combo set"
+
+    models: list[str] = Field(default_factory=list)
+    corpora: list[str] = Field(default_factory=list)
+    members: int | None = None  # member texts; as many non-members (pairs, SPEC §2)
+    val: int | None = None  # fine-tune validation texts; default members // 10
+    recipe: dict = Field(default_factory=dict)
+    column: str | None = None  # a table file's or dataset's text column (``ltmia.corpora.files``)
+    kind: Kind | None = None  # text or code (SPEC §2 truncation); None: the corpus's own
+    bos: BosSetting | None = None  # ``ltmia.data.resolve_bos``; None: the model's default
+
+
+COMBO_KEYS = tuple(ComboSection.model_fields)
+DEFAULT_KEYS = tuple(key for key in COMBO_KEYS if key not in ("models", "corpora"))
 
 
 @dataclass(frozen=True)
@@ -181,43 +204,37 @@ class StudyConfig:
         return self.combos(list(self.combo_sets))
 
 
-CLASSIFIER_PARAMS = {
-    "variant", "d_model", "heads", "layers", "ff", "dropout", "mlp_hidden", "groups", "lr", "weight_decay",
-    "label_smoothing", "batch_size", "epochs", "warmup_epochs", "min_lr", "grad_clip", "patience", "seed",
-    "micro_batch_size",
-}  # fmt: skip
-
-
 def parse_zoo(table: dict) -> ZooSettings:
-    """``[zoo]``: pool size, pretraining epochs, model size (ltmia.zoo.pretrain.ZooSettings)."""
-    take(table, {"texts_per_corpus", "epochs", "hidden", "layers", "heads", "vocab_size", "corpora"}, "[zoo]")
-    recipe = pretrain_recipe()
-    recipe.epochs = table.get("epochs", recipe.epochs)
-    defaults = ZooSettings()
-    size = ZooSize(**{k: table[k] for k in ("hidden", "layers", "heads") if k in table})
-    for corpus in table.get("corpora", defaults.corpora):
-        if corpus not in CORPORA:
-            raise InputError(
-                f"[zoo]: unknown built-in corpus {corpus!r}; choose from {', '.join(CORPORA.names())}"
-            )
-    return ZooSettings(
-        corpora=list(table.get("corpora", defaults.corpora)),
-        texts_per_corpus=table.get("texts_per_corpus", defaults.texts_per_corpus),
-        vocab_size=table.get("vocab_size", defaults.vocab_size),
-        size=size,
-        recipe=recipe,
-    )
+    """``[zoo]``: pool size, pretraining epochs, model size (``ltmia.settings.zoo.zoo_settings``)."""
+    return zoo_settings(table, "[zoo]")
+
+
+def parse_store(table: dict) -> StoreSettings:
+    """``[store]``: `StoreSettings`, the memory budget in MiB (it splits the work, not the numbers)."""
+    check_keys(table, STORE_KEYS, "[store]")
+    values = {key: value for key, value in table.items() if key != "memory_budget_mib"}
+    if "memory_budget_mib" in table:
+        values["memory_budget_bytes"] = int(table["memory_budget_mib"]) * 2**20
+    return StoreSettings.from_table(values, "[store]")
 
 
 def parse_recipe(table: dict, where: str) -> Recipe:
-    take(table, names_of(Recipe), f"{where} recipe")
-    return Recipe(**table)
+    """A combo set's recipe: `Recipe` with "auto" precision resolved to what this machine runs (the
+    resolved one is in the fine-tune key)."""
+    from ltmia.device import resolve_precision
+
+    recipe = Recipe.from_table(table, where)
+    recipe.precision = resolve_precision(recipe.precision)
+    return recipe
 
 
 def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboSet:
-    where = f"[combos.{name}]"
-    take(table, {"models", "corpora", "members", "val", "recipe", "column", "kind", "bos"}, where)
-    settings = {**defaults, **{k: v for k, v in table.items() if k not in ("models", "corpora")}}
+    from ltmia.zoo.architectures import ARCHITECTURES
+
+    where, recipe_where = f"[combos.{name}]", f"[combos.{name}.recipe]"
+    check_keys(table.get("recipe", {}), Recipe.model_fields, recipe_where)
+    given = ComboSection.from_table(table, where).model_dump(exclude_unset=True)
+    settings = {**defaults, **{k: v for k, v in given.items() if k not in ("models", "corpora")}}
     settings["recipe"] = {**defaults.get("recipe", {}), **table.get("recipe", {})}
     if not table.get("models") or not table.get("corpora"):
         raise InputError(f"{where} needs non-empty 'models' and 'corpora' lists")
@@ -230,14 +247,9 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
     if not isinstance(members, int) or members < 20:
         raise InputError(f"{where}: members must be an integer >= 20 (5% of pairs form the test split)")
     val = settings.get("val", max(1, members // 10))
-    recipe = parse_recipe(settings["recipe"], where)
-    recipe.precision = resolve_precision(recipe.precision)  # "auto" -> what this machine runs: in the key
-    if settings.get("kind") not in (None, "text", "code"):
-        raise InputError(f"{where}: kind must be 'text' or 'code', got {settings['kind']!r}")
+    recipe = parse_recipe(settings["recipe"], recipe_where)
     if settings.get("column") is not None:
         parse_columns(settings["column"])  # a malformed a+b / a|b fails at plan time, not mid-run
-    if settings.get("bos") not in (None, *BOS_CHOICES):
-        raise InputError(f"{where}: bos must be one of {', '.join(BOS_CHOICES)}, got {settings['bos']!r}")
     for model in table["models"]:
         if model.startswith(PACKAGED_PREFIX) and model.removeprefix(PACKAGED_PREFIX) not in PACKAGED:
             raise InputError(
@@ -250,7 +262,7 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
             members=members,
             val=val,
             seed=seed,
-            recipe_items=tuple(sorted(asdict(recipe).items())),
+            recipe_items=tuple(sorted(recipe.record().items())),
             column=settings.get("column"),
             kind=settings.get("kind"),
             bos=settings.get("bos"),
@@ -262,8 +274,12 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
 
 
 def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec:
+    from ltmia.classifier import check_params
+    from ltmia.classifier.score_inputs import check_score_inputs
+    from ltmia.features import feature_groups
+
     where = f"[classifiers.{name}]"
-    take(table, {"train", "shipped"} | CLASSIFIER_PARAMS, where)
+    check_keys(table, ("train", "shipped", *CONFIG_PARAMS), where)
     shipped = bool(table.get("shipped", False))
     train = tuple(table.get("train", ()))
     if shipped == bool(train):
@@ -273,20 +289,23 @@ def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec
             raise InputError(
                 f"{where} trains on unknown combo set {combo_set!r}; defined: {', '.join(combo_sets)}"
             )
-    params = {k: v for k, v in table.items() if k in CLASSIFIER_PARAMS}
+    params = {k: v for k, v in table.items() if k in CONFIG_PARAMS}  # as given: the classifier's key
     for group in params.get("groups") or ():
         if group not in feature_groups():
             raise InputError(
                 f"{where}: unknown feature group {group!r}; choose from {', '.join(feature_groups())}"
             )
+    if params.get("score_inputs"):
+        check_score_inputs(params["score_inputs"])
     if shipped and params:
         raise InputError(f"{where}: a shipped classifier takes no training settings")
+    check_params(params, where)
     return ClassifierSpec(name, train, shipped, params)
 
 
 def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
     where = f"[groups.{name}]"
-    take(table, {"combos", "split", "paper"}, where)
+    check_keys(table, GROUP_KEYS, where)
     sets = tuple(table.get("combos", ()))
     if not sets:
         raise InputError(f"{where} needs combos = [combo set names]")
@@ -303,7 +322,9 @@ def parse_group(name: str, table: dict, combo_sets: dict) -> Group:
 
 def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
     """``[costly]``: the costly attacks to run and their `CostlyOptions`; absent or empty: none."""
-    take(table, {"attacks"} | names_of(CostlyOptions), "[costly]")
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+
+    check_keys(table, ("attacks", *CostlyOptions.model_fields), "[costly]")
     attacks = tuple(table.get("attacks", ()))
     for name in attacks:
         if name not in COSTLY_ATTACKS:
@@ -315,21 +336,18 @@ def parse_costly(table: dict) -> tuple[tuple[str, ...], CostlyOptions | None]:
         if options:
             raise InputError("[costly] sets options but names no attacks (attacks = [...])")
         return (), None
-    return attacks, CostlyOptions(**options)
+    return attacks, CostlyOptions.from_table(options, "[costly]")
 
 
 def parse(raw: dict) -> StudyConfig:
     """A validated `StudyConfig` from a raw table; every problem is one InputError naming the key."""
-    sections = {"zoo", "defaults", "store", "combos", "classifiers", "groups", "costly"}
-    take(raw, {"name", "description", "seed", *sections}, "study")
+    from ltmia.attacks.costly import COSTLY_ATTACKS
+
+    check_keys(raw, STUDY_KEYS, "study config")
     seed = raw.get("seed", 42)
-    defaults = take(
-        dict(raw.get("defaults", {})), {"members", "val", "recipe", "column", "kind", "bos"}, "[defaults]"
-    )
-    store_keys = {"k", "dtype", "batch_size", "shard_size", "precision", "memory_budget_mib"}
-    store_table = take(dict(raw.get("store", {})), store_keys, "[store]")
-    if "memory_budget_mib" in store_table:  # how extraction splits its work, not what it computes
-        store_table["memory_budget_bytes"] = int(store_table.pop("memory_budget_mib")) * 2**20
+    defaults = check_keys(dict(raw.get("defaults", {})), DEFAULT_KEYS, "[defaults]")
+    check_keys(defaults.get("recipe", {}), Recipe.model_fields, "[defaults.recipe]")
+    defaults = ComboSection.from_table(defaults, "[defaults]").model_dump(exclude_unset=True)
     combo_sets = {name: parse_combo_set(name, t, defaults, seed) for name, t in raw.get("combos", {}).items()}
     if not combo_sets:
         raise InputError("a study needs at least one [combos.<name>] table")
@@ -350,7 +368,7 @@ def parse(raw: dict) -> StudyConfig:
         description=raw.get("description", ""),
         seed=seed,
         zoo=parse_zoo(dict(raw.get("zoo", {}))),
-        store=StoreSettings(**store_table),
+        store=parse_store(dict(raw.get("store", {}))),
         combo_sets=combo_sets,
         classifiers=classifiers,
         groups=groups,

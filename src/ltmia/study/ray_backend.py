@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltmia.errors import InputError, LtmiaError
-from ltmia.study.runner import OnStage, status
+from ltmia.study.local import OnStage, status
 from ltmia.study.stages import Stage, StudyPlan, run_stage
 
 GiB = 2**30

@@ -7,19 +7,32 @@ and attack with bootstrap intervals, the paired best - runner-up difference, and
 the config gives them), ``results.json`` (everything, machine-readable), and per group
 ``groups/<group>.json|.md|-roc.png``. Every JSON records the config hash, the seeds, the package versions
 and the split fingerprint (SHA-256 over every member/non-member text hash) of each combo it rests on.
+
+The results directory is the user's choice (``--results``), so ltmia writes there only when it is new,
+empty or its own earlier results (``ltmia.artefacts.claim_output``), and re-rendering removes only the group
+files ltmia wrote before (a group may have been renamed), never anything else.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import shutil
 from pathlib import Path
 from typing import Any, cast
 
 from rich.table import Table
 
-from ltmia.artefacts import read_json, versions, write_json
+from ltmia.artefacts import (
+    claim_output,
+    read_json,
+    record_output,
+    remove_written,
+    strays,
+    versions,
+    write_json,
+    write_text,
+)
+from ltmia.errors import OutputExistsError
 from ltmia.evaluation import (
     LABELS,
     LT_MIA,
@@ -29,6 +42,7 @@ from ltmia.evaluation import (
     merge,
     pool,
     render,
+    result_files,
     slugify,
     write_results,
 )
@@ -96,11 +110,66 @@ def group_results(plan: StudyPlan, cache: Path) -> dict[str, tuple[Scored, list[
     return out
 
 
+RESULTS = "study results"
+"""What ``claim_output`` records a study's results directory as."""
+TOP_FILES = ("results.json", "summary.md", "config.toml", "config.resolved.json")
+
+
+def group_files(names: list[str]) -> list[str]:
+    """The files ``write_report`` writes under ``groups/`` for groups ``names``."""
+    return [f"groups/{file}" for name in names for file in result_files(slugify(name))]
+
+
+def legacy_results(results_dir: Path) -> list[str] | None:
+    """The files of a results directory written before ltmia recorded them (``claim_output``), or None
+    when it is not one. Its ``results.json`` is a study's record (a JSON object with ``study``,
+    ``config_hash`` and ``groups``); the files ltmia wrote are the top-level ones it always writes and,
+    per group that record lists, ``groups/<slug>.json|.md|-roc.png``: what that ltmia wrote and nothing
+    more, so a user's file in ``groups/`` is never taken for ltmia's."""
+    try:
+        record = json.loads((results_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and {"study", "config_hash"} <= set(record)):
+        return None
+    if not isinstance(record.get("groups"), dict):
+        return None
+    return [*TOP_FILES, *group_files(list(record["groups"]))]
+
+
+def claim_results(results_dir: Path, create: bool = True) -> list[str]:
+    """Make ``results_dir`` this report's (``claim_output``) and return the files of the previous render;
+    a ``groups/`` holding a file ltmia did not write is refused (``OutputExistsError``), never emptied.
+    ``create=False`` only checks, before a study runs for hours."""
+    fix = "choose another --results directory"
+    before = claim_output(Path(results_dir), RESULTS, fix, legacy_results, create=False)
+    foreign = strays(results_dir, before, "groups")
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise OutputExistsError(
+            f"{results_dir / 'groups'} holds files ltmia did not write ({shown}); ltmia replaces only its "
+            f"own group tables there: move them away, or {fix}"
+        )
+    return claim_output(Path(results_dir), RESULTS, fix, legacy_results) if create else before
+
+
 def write_report(
     plan: StudyPlan, cache: Path, results_dir: Path, config_text: str | None = None
 ) -> dict[str, Evaluation]:
-    """Render every group's metrics into ``results_dir``; returns {group: Evaluation}."""
-    results_dir.mkdir(parents=True, exist_ok=True)
+    """Render every group's metrics into ``results_dir``; returns {group: Evaluation}.
+
+    ``results_dir`` must be new, empty, or ltmia's results of an earlier render (``claim_results``): there
+    the previous render's group files are removed (a group may have been renamed) and every other file is
+    rewritten. Results written before ltmia recorded its files (``legacy_results``) re-render the same way:
+    the files of its ``results.json``'s groups are taken for ltmia's, anything else in ``groups/`` refuses.
+    """
+    results_dir = Path(results_dir)
+    before = claim_results(results_dir)
+    groups = group_results(plan, cache)  # before removing anything: a missing stage stops here
+    written = ["results.json", "summary.md", "config.resolved.json", *group_files(list(groups))]
+    written += ["config.toml"] if config_text is not None else []
+    record_output(results_dir, RESULTS, [*before, *written])  # first: a run killed below leaves all listed
+    remove_written(results_dir, [name for name in before if name.startswith("groups/")])
     table: dict[str, Evaluation] = {}
     record: dict[str, Any] = {
         "study": plan.config.name,
@@ -109,9 +178,7 @@ def write_report(
         "groups": {},
     }
     groups_dir = results_dir / "groups"
-    if groups_dir.exists():
-        shutil.rmtree(groups_dir)  # ltmia's own output of a previous render; a group may have been renamed
-    for name, (scored, combos) in group_results(plan, cache).items():
+    for name, (scored, combos) in groups.items():
         group = plan.config.groups[name]
         title = f"{name} ({group.split} rows of {len(combos)} combo{'s' * (len(combos) > 1)})"
         extra = {"group": name, "split": group.split, "paper": group.paper, **provenance(plan, cache, combos)}
@@ -119,10 +186,11 @@ def write_report(
         record["groups"][name] = {**table[name].record(), **extra}
     record["provenance"] = provenance(plan, cache, plan.config.all_combos)
     write_json(results_dir / "results.json", record)
-    (results_dir / "summary.md").write_text(summary_markdown(plan, table))
+    write_text(results_dir / "summary.md", summary_markdown(plan, table))
     if config_text is not None:
-        (results_dir / "config.toml").write_text(config_text)
+        write_text(results_dir / "config.toml", config_text)
     write_json(results_dir / "config.resolved.json", plan.config.raw)
+    record_output(results_dir, RESULTS, [name for name in before if name in TOP_FILES] + written)
     return table
 
 

@@ -22,17 +22,16 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ltmia.artefacts import versions, write_json
+from ltmia.artefacts import building, strays, versions, write_json
 from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
-from ltmia.corpora import corpus_texts, get_corpus
-from ltmia.data import make_splits
+from ltmia.data import corpus_splits
+from ltmia.registry import Registry
+from ltmia.settings import StoreSettings, ZooSettings
 from ltmia.sources import source_record
-from ltmia.store import StoreSettings
 from ltmia.study.config import Combo, StudyConfig
-from ltmia.zoo.pretrain import ZooSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class StudyPlan:
 
 def zoo_stages(zoo: ZooSettings, archs: list[str]) -> dict[str, Stage]:
     """A tokenizer stage, then one pretraining stage per architecture, all in one zoo directory."""
-    settings = asdict(zoo)
+    settings = zoo.record()
     zoo_key = stage_key("zoo", settings, ())
     folder = f"zoo/{zoo_key[:16]}"
     tokenizer = Stage(
@@ -148,7 +147,8 @@ def shipped_stage(name: str) -> Stage:
 
 
 def plan(config: StudyConfig) -> StudyPlan:
-    """Every stage the study needs, deduplicated by key, dependencies first."""
+    """Every stage the study needs, deduplicated by key, dependencies first, the classifiers' as early as
+    their dependencies allow."""
     archs = list(dict.fromkeys(c.arch for c in config.all_combos if c.arch))
     pretrained = zoo_stages(config.zoo, archs)
     targets = {c: finetune_stage(c, pretrained) for c in config.all_combos}
@@ -183,7 +183,9 @@ def plan(config: StudyConfig) -> StudyPlan:
                 )
     costly = costly_stages(config, stores)
     ordered: dict[str, Stage] = {}
-    for stage in [*baselines.values(), *lt_mia.values(), *costly.values()]:
+    # Classifiers first: they need only their training stores, so a long study has its classifiers (and the
+    # ablations between them) long before the costly evaluation targets are fine-tuned.
+    for stage in [*classifiers.values(), *baselines.values(), *lt_mia.values(), *costly.values()]:
         add_with_deps(stage, ordered)
     return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia, costly)
 
@@ -223,15 +225,8 @@ def add_with_deps(stage: Stage, ordered: dict[str, Stage]) -> None:
 # --- running ------------------------------------------------------------------------------------------
 
 Runner = Callable[[Stage, Path, str], None]
-RUNNERS: dict[str, Runner] = {}
-
-
-def runner(kind: str) -> Callable[[Runner], Runner]:
-    def add(function: Runner) -> Runner:
-        RUNNERS[kind] = function
-        return function
-
-    return add
+RUNNERS: Registry[Runner] = Registry("stage kind")
+"""How to compute each kind of stage: ``runner(stage, cache, device)``, registered below by kind."""
 
 
 def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
@@ -241,7 +236,7 @@ def run_stage(stage: Stage, cache: Path, device: str = "auto") -> None:
     missing = [d.label for d in stage.deps if not d.done(cache)]
     if missing:
         raise RuntimeError(f"{stage.label}: dependencies not done: {', '.join(missing)}")
-    RUNNERS[stage.kind](stage, cache, device)
+    RUNNERS.get(stage.kind)(stage, cache, device)
     record = {
         "kind": stage.kind,
         "label": stage.label,
@@ -286,58 +281,46 @@ def logged_texts(label: str) -> Callable[[int, int], None]:
 
 
 def zoo_settings(params: dict) -> ZooSettings:
-    from ltmia.finetune import Recipe
-    from ltmia.zoo.architectures import ZooSize
-
-    values = {k: v for k, v in params.items() if k != "arch"}
-    return ZooSettings(**{**values, "size": ZooSize(**values["size"]), "recipe": Recipe(**values["recipe"])})
+    """The `ZooSettings` a zoo stage's parameters record (its ``record()``, plus the architecture)."""
+    return ZooSettings(**{key: value for key, value in params.items() if key != "arch"})
 
 
-@runner("tokenizer")
+@RUNNERS.register("tokenizer")
 def run_tokenizer(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [], zoo_settings(stage.params), device)
 
 
-@runner("pretrain")
+@RUNNERS.register("pretrain")
 def run_pretrain(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.zoo.pretrain import build_zoo
 
     build_zoo(stage.out(cache).parent, [stage.params["arch"]], zoo_settings(stage.params), device)
 
 
-@runner("finetune")
+@RUNNERS.register("finetune")
 def run_finetune(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.finetune import Recipe, finetune
 
     p = stage.params
     base = str(stage.deps[0].out(cache)) if stage.deps else p["model"]
-    corpus = get_corpus(p["corpus"], column=p["column"], kind=p["kind"])
-    texts = corpus_texts(corpus)  # a built-in corpus's pretraining share never becomes a member (SPEC §2)
-    splits = make_splits(
-        texts,
-        p["members"],
-        p["val"],
-        p["members"],
-        seed=p["seed"],
-        kind=corpus.kind,
-        source={"corpus": p["corpus"], **({"column": p["column"]} if p["column"] else {})},
-    )
+    members, column, kind = p["members"], p["column"], p["kind"]
+    splits = corpus_splits(p["corpus"], members, p["val"], members, p["seed"], column=column, kind=kind)
     recipe, on_step = Recipe(**p["recipe"]), logged_steps(stage.label)
     finetune(base, splits, stage.out(cache), recipe, bos=p["bos"], device=device, on_step=on_step)
 
 
-@runner("extract")
+@RUNNERS.register("extract")
 def run_extract(stage: Stage, cache: Path, device: str) -> None:
-    from ltmia.store import extract_target
+    from ltmia.extract import extract_target
 
     settings = StoreSettings(**stage.params, **stage.runtime)
     target, on_texts = stage.deps[0].out(cache), logged_texts(stage.label)
     extract_target(target, stage.out(cache), settings, device=device, on_texts=on_texts)
 
 
-@runner("classifier")
+@RUNNERS.register("classifier")
 def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.store import Store
@@ -349,13 +332,21 @@ def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     LTMIA(**stage.params, device=device).fit(stores).save(out)
 
 
+SCORES_FILE = "scores.json"
+
+
 def write_scores(stage: Stage, cache: Path, scored) -> None:
+    """A score stage's ``scores.json``, built like every artefact (``ltmia.artefacts.building``): a run
+    killed while writing leaves only ltmia's marked scratch directory, cleared by the next run, never a
+    stray temporary file. A stage directory holding nothing but the scores of a run killed before its
+    ``stage.json`` (as earlier ltmia versions wrote them, in place) is replaced; anything else is refused."""
     out = stage.out(cache)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "scores.json", scored.to_json())
+    stale = out.is_dir() and not strays(out, [SCORES_FILE])  # scores.json and its debris only
+    with building(out, what=f"{stage.kind} score table", replace=stale) as scratch:
+        write_json(scratch / SCORES_FILE, scored.to_json())
 
 
-@runner("baselines")
+@RUNNERS.register("baselines")
 def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.evaluation import baseline_scores
     from ltmia.store import Store
@@ -363,7 +354,7 @@ def run_baselines(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, baseline_scores(Store(stage.deps[0].out(cache)), stage.params["split"]))
 
 
-@runner("costly")
+@RUNNERS.register("costly")
 def run_costly(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.costly_scores import CostlyOptions, costly_scores, store_models
     from ltmia.store import Store
@@ -375,7 +366,7 @@ def run_costly(stage: Stage, cache: Path, device: str) -> None:
     write_scores(stage, cache, costly_scores(store, stage.params["split"], attacks, options, models))
 
 
-@runner("lt_mia")
+@RUNNERS.register("lt_mia")
 def run_lt_mia(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.evaluation import lt_mia_scores

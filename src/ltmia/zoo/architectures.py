@@ -55,20 +55,11 @@ from transformers.models.rwkv import modeling_rwkv
 from transformers.models.rwkv.modeling_rwkv import RwkvSelfAttention
 
 from ltmia.registry import Registry
+from ltmia.settings.zoo import ZooSize
 from ltmia.zoo.fast_mamba import FastMambaMixer, M, enable_fast_mamba
 
 ATTN_IMPLEMENTATION = "eager"
 Family = Literal["transformer", "state-space", "linear-attention", "gated-recurrence"]
-
-
-@dataclass(frozen=True)
-class ZooSize:
-    """Size knobs shared by all families; each family maps them onto its own config fields."""
-
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    max_len: int = 128  # max positions (sequence length L = 128 in the method)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -30,35 +30,15 @@ from torch import nn
 
 from ltmia.artefacts import building, read_manifest, versions, write_json, write_manifest
 from ltmia.corpora import CORPORA, Kind, corpus_texts
-from ltmia.data import SEQ_LEN, encode, filter_texts, seeded_order, text_hash
+from ltmia.data import encode, filter_texts, seeded_order, text_hash
 from ltmia.device import resolve_device
 from ltmia.errors import OutputExistsError
-from ltmia.finetune import Recipe, train_causal_lm
-from ltmia.zoo.architectures import ARCHITECTURES, ZooSize, build_model, count_parameters
-from ltmia.zoo.tokenizer import DEFAULT_VOCAB_SIZE, train_tokenizer
+from ltmia.finetune import train_causal_lm
+from ltmia.settings.zoo import ZooSettings
+from ltmia.zoo.architectures import ARCHITECTURES, build_model, count_parameters
+from ltmia.zoo.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def pretrain_recipe() -> Recipe:
-    """Pretraining from scratch wants a high LR with warmup and cosine decay, and clipping for stability."""
-    return Recipe(
-        epochs=4, lr=2e-3, weight_decay=0.01, schedule="cosine", warmup_steps=50, grad_clip=1.0, seed=0
-    )
-
-
-@dataclass
-class ZooSettings:
-    """What a zoo is built from; stored in ``zoo.json`` so a resumed build cannot silently change it."""
-
-    corpora: list[str] = field(default_factory=lambda: CORPORA.names())
-    texts_per_corpus: int = 1000
-    vocab_size: int = DEFAULT_VOCAB_SIZE
-    size: ZooSize = field(default_factory=ZooSize)
-    recipe: Recipe = field(default_factory=pretrain_recipe)
-    val_fraction: float = 0.05
-    seq_len: int = SEQ_LEN
-    seed: int = 0
 
 
 @dataclass
@@ -98,7 +78,7 @@ def encode_pool(tokenizer, pool: Pool, seq_len: int) -> tuple[torch.Tensor, torc
 
 def _settings_json(settings: ZooSettings, pool: Pool) -> dict:
     return {
-        "settings": asdict(settings),
+        "settings": settings.record(),
         "pool": {"texts": len(pool.texts), "fingerprint": pool.fingerprint()},
     }
 

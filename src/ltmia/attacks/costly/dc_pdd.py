@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, plain_pass
 from ltmia.errors import InputError
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, next_token_logprobs
 from ltmia.device import autocast, float32_head
 from ltmia.errors import InputError

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, plain_pass, text_pass
 
 

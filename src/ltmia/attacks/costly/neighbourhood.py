@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.attacks import valid_mean
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.base import valid_mean
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, Pass, per_sub_batch, plain_pass, token_logprobs
 from ltmia.errors import InputError
 from ltmia.signals import reference_of

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, plain_pass, text_pass, text_seed
 from ltmia.errors import InputError
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ltmia.attacks import valid_mean
+from ltmia.attacks.base import valid_mean
 from ltmia.data import SEQ_LEN, Bos, Kind, encode
 from ltmia.device import Precision, autocast, float32_head
 from ltmia.signals import LOGIT_BYTES, reference_of

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, Pass, plain_pass, token_logprobs
 from ltmia.errors import InputError
 

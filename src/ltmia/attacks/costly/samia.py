@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import torch
 
-from ltmia.attacks.costly import Cost, costly_attack
+from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, text_seed
 from ltmia.device import autocast, float32_head
 from ltmia.errors import InputError
