@@ -11,7 +11,7 @@ STAMP := $(VENV)/.ltmia-installed
 
 REAL_STAMP := $(VENV)/.ltmia-real-installed
 
-.PHONY: install install-real system-deps test-deps apt-install demo test lint bench
+.PHONY: install install-real system-deps test-deps apt-install demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,11 +50,17 @@ demo: install
 test: install install-real test-deps
 	$(PY) -m pytest
 
+# The fast tier: no test marked slow (costly fixtures, training, subprocesses) or real; under a minute on 2 cores.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not real"
+
 # lint-imports: the dependency layers and no import cycles ([tool.importlinter] in pyproject.toml, README tour).
+# mypy: its default level on src/ltmia ([tool.mypy] in pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks tools
 	$(VENV)/bin/ruff format --check src tests benchmarks tools
 	PYTHONPATH=src $(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).
 BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling

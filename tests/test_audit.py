@@ -7,12 +7,15 @@ import html
 import io
 import json
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from conftest import save_base
+from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from ltmia.artefacts import CHECKED, read_manifest, write_manifest
@@ -129,6 +132,99 @@ def test_occlusion_of_a_logistic_classifier_is_each_positions_linear_term():
     assert np.allclose(occlusion(classifier, row, row_mask), expected.numpy(), atol=1e-5)
 
 
+MARK = "<b>x"  # markup in every user-controlled value of a report (no "/": a target path ends in it)
+
+
+class _Tags(HTMLParser):
+    """The elements of a page, and its text per section id (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: dict[str, str] = {}
+        self.section = "head"
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+        self.section = dict(attrs).get("id", self.section) if tag == "section" else self.section
+        self.text[self.section] = self.text.get(self.section, "") + " ".join(v or "" for _, v in attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text[self.section] = self.text.get(self.section, "") + data
+
+
+def test_report_autoescapes_markup_wherever_a_value_is_shown(tmp_path):
+    """A hand-made audit whose every text, name and token holds ``<b>x``: the page shows it in every
+    section as text and holds no <b> element (nor the <script> of a hostile text) anywhere."""
+    from ltmia.audit.explain import Explanation
+    from ltmia.audit.html import render
+    from ltmia.audit.run import AuditResult
+
+    hostile = f"{MARK} <script>alert('x')</script> \"quoted\""
+    table = [
+        {
+            "rank": r,
+            "index": r - 1,
+            "lt_mia_score": 1 - r / 10,
+            "lt_mia_logit": 2.0 - r,
+            "p_lt_mia": r / 20,
+            "q_value": r / 10,
+            "selected": r == 1,
+            "label": -1,
+            "flags": [MARK],
+            "text": f"{hostile} {r}",
+        }
+        for r in (1, 2, 3)
+    ]
+    found = {
+        "selected": MARK,
+        "verdict": MARK,
+        "selection": {"attack": "lt_mia", "score_threshold": None},
+        "non_members": 20,
+        "smallest_p": 1 / 21,
+        "candidates_also_in_non_members": 0,
+        "assumptions": MARK,
+        "set_test": {
+            "attacks": {
+                "lt_mia": {"auc": 0.5, "auc_ci": [0.4, 0.6], "p_value": 0.5, "p_holm": 1.0, "n_needed": None}
+            },
+            "method": MARK,
+            "alpha": 0.05,
+            "power": 0.8,
+        },
+        "selections_by_attack": {"lt_mia": {"n_selected": 0}},
+        "shift_check": {
+            "shift_detected": False,
+            **{
+                name: {"mean_candidates": 1.0, "mean_non_members": 1.0, "auc": 0.5, "p_holm": 1.0}
+                for name in ("reference_loss", "tokens")
+            },
+        },
+    }
+    record = {
+        "target": f"/models/{MARK}",
+        "reference": MARK,
+        "reference_adapters_disabled": False,
+        "classifier": {"path": MARK, "variant": MARK},
+        "score_note": MARK,
+        "seconds": 0.1,
+        "texts": {"read": 3, "scored": 3, "skipped_empty": 0, "labelled": False},
+        "evidence": found,
+    }
+    explanation = Explanation(0, [MARK, hostile], [None, 0.5], [None, 1.0])
+    evidence = SimpleNamespace(non_member_scores={"lt_mia": np.zeros(20)})
+    result = AuditResult(tmp_path, table, {}, [explanation], None, record, evidence)
+    page = render(result)
+    parsed = _Tags()
+    parsed.feed(page)
+    assert "b" not in parsed.tags and "script" not in parsed.tags
+    assert "&lt;b&gt;x" in page and "&lt;script&gt;alert(&#39;x&#39;)" in page
+    shown = ["head", "evidence", "summary", "reading-scores", "top-texts", "scores", "settings"]
+    assert [section for section in parsed.text if MARK in parsed.text[section]] == shown
+    assert parsed.text["top-texts"].count(MARK) == 3  # the flag and both tokens
+    assert parsed.text["scores"].count(MARK) == 6  # each row's flag and text
+
+
 def test_report_renders_in_headless_chromium(audited, tmp_path):
     """Open report.html the way a person would: it loads offline, logs no errors, shows every section."""
     from playwright.sync_api import sync_playwright
@@ -192,13 +288,23 @@ def test_an_interrupted_audit_resumes_to_the_same_scores(tmp_path, target, split
     assert store_files(tmp_path / "a") == store_files(tmp_path / "b")
 
 
-def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits):
+@pytest.mark.slow
+def test_lora_target_audits_against_its_base_without_a_second_copy(tmp_path, tiny_base, splits, monkeypatch):
     lora = finetune(
         str(tiny_base), splits, tmp_path / "lora", Recipe(epochs=1, batch_size=8, lr=3e-3, lora=True)
     )
     tokenizer = load_tokenizer(str(lora))
     found = candidates(splits.members[:6] + splits.non_members[:6], tokenizer)
+    loaded: list[str] = []  # every causal LM read from disk, wherever ltmia loads it
+    from_pretrained = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counting(cls, spec, *args, **kwargs):
+        loaded.append(str(spec))
+        return from_pretrained(cls, spec, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counting))
     result = audit(str(lora), found, tmp_path / "out", settings=AuditSettings(explain=0))
+    assert loaded == [str(tiny_base)]  # the base once: the reference is it with its adapters disabled
     assert result.record["reference"] == str(tiny_base) and result.record["reference_adapters_disabled"]
     assert len(result.table) == 12
 

@@ -93,6 +93,7 @@ def test_padding_cannot_change_the_output(variant):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_a_classifier_learns_a_separable_signal():
     source = synthetic()
     classifier = LTMIA(**SMALL).fit(source)
@@ -102,6 +103,7 @@ def test_a_classifier_learns_a_separable_signal():
     assert classifier.history_[-1]["train_loss"] < classifier.history_[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_patience_stops_exactly_when_the_validation_auc_stalls():
     """On noise the validation AUC stalls early; training ends the epoch the stall reaches ``patience``."""
     source = synthetic(n=600, signal=0.0, random_labels=True)
@@ -120,6 +122,7 @@ def test_patience_stops_exactly_when_the_validation_auc_stalls():
         LTMIA(patience=0).settings()
 
 
+@pytest.mark.slow
 def test_logistic_regression_on_label_free_noise_stays_near_chance():
     source = synthetic(n=3000, signal=0.0, random_labels=True)  # 450 held-out rows: AUC sd ~0.03
     classifier = LTMIA("logistic", **{**SMALL, "epochs": 3, "batch_size": 256, "micro_batch_size": 256}).fit(
@@ -174,6 +177,7 @@ def test_micro_batches_accumulate_to_the_big_batch_gradient():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights():
     source = synthetic(n=300)
     settings = {**SMALL, "epochs": 2, "memory_budget_bytes": 40 * LENGTH * (4 * feature_dim(K) + 1)}
@@ -190,6 +194,7 @@ def test_learning_rate_warms_up_then_follows_a_cosine_to_min_lr():
     assert all(a >= b for a, b in itertools.pairwise(rates[1:]))
 
 
+@pytest.mark.slow
 def test_save_load_gives_identical_scores(tmp_path):
     source = synthetic(n=300)
     classifier = LTMIA(**{**SMALL, "epochs": 2}).fit(source)
@@ -212,6 +217,7 @@ def test_save_load_gives_identical_scores(tmp_path):
         classifier.save(path)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_feature_layout_is_refused(tmp_path):
     source = synthetic(n=300)
     path = LTMIA(**{**SMALL, "epochs": 1}).fit(source).save(tmp_path / "clf")
@@ -227,6 +233,7 @@ def test_a_checkpoint_of_another_feature_layout_is_refused(tmp_path):
         LTMIA.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_group_masking_zeroes_exactly_the_dropped_indices():
     groups = feature_groups(K)
     dropped = dropped_indices(["comparison"], K)

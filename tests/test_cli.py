@@ -40,6 +40,7 @@ def test_corpora_sample_prints_real_texts(tmp_path):
     assert sum(text in result.output for text in texts) == 2
 
 
+@pytest.mark.slow
 def test_unknown_names_are_one_line_errors():
     result = ltmia("corpora", "show", "no-such-corpus")
     assert result.returncode == 2
@@ -49,6 +50,7 @@ def test_unknown_names_are_one_line_errors():
     assert result.returncode == 2 and "unknown architecture 'transformerz'" in result.stderr
 
 
+@pytest.mark.slow
 def test_finetune_command_writes_a_target(tmp_path, tiny_base, docstrings):
     corpus = tmp_path / "texts.jsonl"
     corpus.write_text("\n".join(json.dumps({"body": text}) for text in docstrings[:60]))
@@ -96,6 +98,7 @@ def test_finetune_command_writes_a_target(tmp_path, tiny_base, docstrings):
         (["--optimizer", "adam", "--val", "4"], "optimizer 'adam' is not one of: adamw, sgd"),
     ],
 )
+@pytest.mark.slow
 def test_finetune_bad_settings_are_one_line_errors(tmp_path, tiny_base, docstrings, args, message):
     corpus = tmp_path / "texts.txt"
     corpus.write_text("\n".join(text.replace("\n", " ") for text in docstrings[:60]))
@@ -131,6 +134,7 @@ def test_models_list_shows_packaged_models_and_how_to_install(monkeypatch, tmp_p
     assert "mamba" in result.output  # the zoo beside them
 
 
+@pytest.mark.slow
 def test_unknown_packaged_model_is_one_line(tmp_path):
     result = ltmia(
         "finetune", "--base", "packaged:gpt-5", "--corpus", "fortunes", "--out", str(tmp_path / "t")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -35,12 +34,9 @@ TEXTS = ["First text, long enough to count.", "Second text.", "Third text, with 
 
 
 @pytest.fixture(scope="session")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private LTMIA_HOME for the session: each built-in is extracted once, and ~/.cache is untouched."""
-    path = tmp_path_factory.mktemp("ltmia-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LTMIA_HOME", str(path))
-        yield path
+def home(ltmia_home: Path) -> Path:
+    """The session's private LTMIA_HOME (conftest): each built-in is extracted once, ~/.cache is untouched."""
+    return ltmia_home
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,17 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
         device.resolve_precision("fp16")
 
 
-def test_cpu_flags_are_read_from_cpuinfo():
-    assert set(device.cpu_bf16_flags()) <= set(device.NATIVE_BF16_FLAGS)
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    """The bf16 flags among those of any core's ``flags`` line (not of other lines); none without a file."""
+    with_bf16, without = tmp_path / "with", tmp_path / "without"  # cached per path: one file each
+    with_bf16.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 avx512f\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse2 amx_bf16 avx512_bf16\n"
+    )
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: amx_bf16\n")
+    assert device.cpu_bf16_flags(with_bf16) == ("amx_bf16", "avx512_bf16")
+    assert device.cpu_bf16_flags(without) == ()
+    assert device.cpu_bf16_flags(tmp_path / "absent") == ()
 
 
 def test_float32_head_gives_float32_logits_under_autocast(tiny_base):
@@ -40,6 +49,7 @@ def test_float32_head_gives_float32_logits_under_autocast(tiny_base):
     assert "forward" not in vars(model.get_output_embeddings())  # the class's forward is back
 
 
+@pytest.mark.slow
 def test_bf16_extraction_stays_close_to_fp32(tiny_base, docstrings):
     model, tokenizer = load_causal_lm(str(tiny_base)), load_tokenizer(str(tiny_base))
     texts = docstrings[:6]

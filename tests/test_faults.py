@@ -408,6 +408,7 @@ def test_a_scratch_directory_ltmia_did_not_make_is_refused_never_deleted(
     assert (partial / "notes.txt").read_text() == "the user's own file" and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_dead_runs_scratch_directory_is_replaced(tmp_path, tiny_base, splits):
     partial = tmp_path / "target.partial"
     partial.mkdir()

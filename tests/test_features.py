@@ -208,6 +208,7 @@ def test_global_block_matches_numpy() -> None:
         np.testing.assert_allclose(rows[:, dim - 7 :], np.tile(expected, (len(rows), 1)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunked_and_unchunked_agree_on_a_large_vocabulary() -> None:
     generator = torch.Generator().manual_seed(4)
     n, length, vocab = 2, 5, 50_000

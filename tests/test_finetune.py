@@ -53,6 +53,7 @@ def test_target_directory_contents(full_target, splits):
     assert not list(full_target.glob("*.bin")) and not list(full_target.parent.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_best_epoch_is_restored(tiny_base, splits, tmp_path):
     """A huge LR makes later epochs worse; the kept weights must be the best epoch's."""
     target = finetune(str(tiny_base), splits, tmp_path / "t", Recipe(epochs=3, batch_size=8, lr=0.3))
@@ -81,6 +82,7 @@ def test_finished_target_is_skipped_and_other_directories_refused(tiny_base, ful
     assert (tmp_path / "mine" / "notes.txt").read_text() == "user data"
 
 
+@pytest.mark.slow
 def test_lora_leaves_base_untouched_and_disabling_adapters_gives_the_base(tiny_base, splits, tmp_path):
     base_before = {k: v.clone() for k, v in load_causal_lm(str(tiny_base)).state_dict().items()}
     target = finetune(str(tiny_base), splits, tmp_path / "lora", Recipe(**FAST, lora=True))
@@ -145,6 +147,7 @@ def test_lora_targets_of_a_real_family_and_from_the_recipe():
     assert trainable == set(KNOWN_LORA_TARGETS["gemma3_text"])
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_refused_and_writes_no_target(tiny_base, splits, tmp_path):
     """SGD at an absurd learning rate overflows the loss; ltmia says so in one line and leaves no target (a
     model trained through NaN would otherwise be extracted and scored as if it were a fine-tuned LM)."""

@@ -23,6 +23,7 @@ TINY = ZooSettings(
 )
 
 
+@pytest.mark.slow  # extracts three built-in corpora into the session's fresh LTMIA_HOME
 def test_pretraining_pool_is_disjoint_from_every_attack_pool():
     pool = pretraining_pool(["fortunes", "wordnet", "stdlib-code"], texts_per_corpus=200, seed=0)
     assert len(pool.texts) == 600 and pool.kinds.count("code") == 200
@@ -36,6 +37,7 @@ def test_pretraining_pool_is_disjoint_from_every_attack_pool():
     assert again.texts == pool.texts
 
 
+@pytest.mark.slow
 def test_build_zoo_then_resume_and_refuse_other_settings(tmp_path):
     built = build_zoo(tmp_path / "zoo", ["gpt2", "mamba"], TINY)
     for arch, directory in built.items():
@@ -53,6 +55,7 @@ def test_build_zoo_then_resume_and_refuse_other_settings(tmp_path):
         build_zoo(tmp_path / "zoo", ["gpt2"], other)
 
 
+@pytest.mark.slow  # build_zoo reads its corpora before it looks at the directory
 def test_zoo_refuses_a_foreign_directory(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")

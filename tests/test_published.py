@@ -132,6 +132,7 @@ def test_the_test_checkpoint_has_exactly_the_spec_keys_and_needs_numpy_globals(t
         torch.load(path, weights_only=True)
 
 
+@pytest.mark.slow
 def test_import_gives_the_published_logits(tmp_path):
     state = published_state()
     out = import_published(write_checkpoint(tmp_path / "mia.pt", state), tmp_path / "clf")
@@ -183,6 +184,7 @@ def test_a_state_dict_of_another_model_is_refused(tmp_path):
         import_published(write_checkpoint(tmp_path / "c.pt", architecture="mlp"), tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_cli_import_published(tmp_path):
     good = write_checkpoint(tmp_path / "good.pt")
     done = CliRunner().invoke(app, ["import-published", str(good), "--out", str(tmp_path / "clf")])

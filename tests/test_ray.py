@@ -159,6 +159,7 @@ def test_backend_options_are_checked(study, tmp_path):
         run_ray(study, tmp_path, address="auto", workers=2)
 
 
+@pytest.mark.slow
 def test_cli_unknown_backend_is_one_line(tmp_path):
     code = "import sys; from ltmia.cli import main; sys.argv = ['ltmia', *sys.argv[1:]]; main()"
     args = ["study", "run", str(MINI), "--cache", str(tmp_path / "cache"), "--backend", "dask"]

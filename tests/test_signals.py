@@ -45,6 +45,7 @@ def assert_same_signals(a, b) -> None:
         assert torch.equal(getattr(a.stats, field.name), getattr(b.stats, field.name)), field.name
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_the_memory_budget(models, tokenizer, texts, caplog) -> None:
     whole = extract(*models, tokenizer, texts, batch_size=3)
     # two texts per forward pass and 42-position chunks (positions of one text split across chunks)
@@ -57,6 +58,7 @@ def test_results_do_not_depend_on_the_memory_budget(models, tokenizer, texts, ca
     assert_same_signals(tiny, whole)
 
 
+@pytest.mark.slow
 def test_forward_passes_stay_within_the_budget(models, tokenizer, texts) -> None:
     target, reference = models
     seen = []

@@ -48,6 +48,7 @@ def logits_of(model, tokenizer, bos: str = "never") -> torch.Tensor:
         return model(input_ids=ids, attention_mask=mask).logits
 
 
+@pytest.mark.slow
 def test_f32_gguf_converts_to_the_exact_model(home, gguf_files, base_model, tokenizer):
     path = sources.resolve_model(str(gguf_files["f32"]))
     manifest = read_manifest(Path(path))
@@ -86,6 +87,7 @@ def test_conversion_happens_once_and_dir_file_spec_resolves(home, gguf_files, mo
     assert sources.default_bos("some-org/some-model") is None  # SPEC §2's "never"
 
 
+@pytest.mark.slow
 def test_gguf_round_trips_through_finetune_and_extract(home, gguf_files, docstrings, tmp_path):
     splits = make_splits(docstrings, 12, 2, 12, seed=3, source={"corpus": "docstrings"})
     target = finetune(str(gguf_files["f32"]), splits, tmp_path / "target", Recipe(epochs=1, batch_size=8))

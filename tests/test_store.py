@@ -182,6 +182,7 @@ def test_vocabulary_mismatch_fails_before_any_work(tmp_path, target, tokenizer):
     assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
 
 
+@pytest.mark.slow
 def test_lora_target_uses_the_adapter_disabled_reference(tmp_path, tiny_base, splits):
     lora = finetune(str(tiny_base), splits, tmp_path / "lora", Recipe(**FAST, lora=True))
     store = Store(extract_target(lora, tmp_path / "store", SETTINGS))
@@ -193,6 +194,7 @@ def test_lora_target_uses_the_adapter_disabled_reference(tmp_path, tiny_base, sp
     assert not torch.allclose(stats.target_logprob, stats.reference_logprob, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_explicit_texts_and_labels(tmp_path, tiny_base, docstrings):
     tokenizer = load_tokenizer(str(tiny_base))
     model = load_causal_lm(str(tiny_base))
@@ -228,6 +230,7 @@ def test_cli_extract_then_baselines(tmp_path, target):
     assert record["bootstrap"]["replicates"] == 1000 and "auc" in record["comparisons"]
 
 
+@pytest.mark.slow
 def test_extract_refuses_a_reference_with_other_token_ids(tmp_path, tiny_base, tokenizer, docstrings):
     """Same vocabulary size, other ids: extract refuses it exactly as audit does (one shared check)."""
     from ltmia.data import make_splits

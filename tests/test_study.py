@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from ltmia.classifier import checkpoint as checkpoint_module
 from ltmia.errors import InputError
+from ltmia.store import Store
 from ltmia.study import stages as stages_module
 from ltmia.study.config import load_config, parse, read_toml, shipped_configs
 from ltmia.study.report import write_report
@@ -23,6 +25,7 @@ def keys_by_label(study) -> dict[str, str]:
     return {stage.label: stage.key for stage in study.stages}
 
 
+@pytest.mark.slow
 def test_shipped_configs_plan():
     """Every shipped config (paper included, which cannot run offline) validates and plans its stages."""
     names = shipped_configs()
@@ -216,6 +219,7 @@ def test_extends_overrides_table_by_table(tmp_path):
     assert set(config.groups) == {"in-distribution", "held-out"}
 
 
+@pytest.mark.slow
 def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     """A killed run resumes without redoing finished stages; then the tables are well formed."""
     cache, results = tmp_path / "cache", tmp_path / "results"
@@ -253,6 +257,13 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
         )
         for result in row.results.values():
             assert result.auc_ci[0] <= result.auc <= result.auc_ci[1]
+    # the held-out loss AUC, recomputed from its store by hand (mean target log-probability, sklearn's AUC)
+    extract = next(stage for stage in study.stages if stage.label == "extract gpt2--fortunes")
+    store = Store(extract.out(cache))
+    stats = store.stats()
+    loss = (stats.target_logprob * stats.valid).sum(1) / stats.valid.sum(1)
+    expected = roc_auc_score(store.labels, loss.numpy())
+    assert table["held-out"].results["loss"].auc == pytest.approx(expected, abs=1e-9)
     held_out = table["held-out"].results["loss"]
     assert held_out.n_members == held_out.n_nonmembers == 40  # all pairs of an evaluation combo
     in_dist = table["in-distribution"].results["loss"]

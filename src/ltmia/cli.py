@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -29,6 +29,7 @@ from ltmia.settings import (
     ZooSize,
     default,
 )
+from ltmia.settings.base import PrecisionSetting
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Learned transfer membership inference.")
 corpora_app = typer.Typer(no_args_is_help=True, help="Built-in and user corpora.")
@@ -319,18 +320,26 @@ def finetune(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        optimizer=optimizer,
+        optimizer=cast(Literal["adamw", "sgd"], optimizer),
         momentum=momentum,
-        schedule=schedule,
+        schedule=cast(Literal["constant", "cosine", "linear"], schedule),
         warmup_steps=warmup_steps,
         weight_decay=weight_decay,
         grad_clip=grad_clip,
         lora=lora,
         lora_targets=tuple(lora_targets.split(",")) if lora_targets else None,
-        precision=precision,
+        precision=cast(PrecisionSetting, precision),
         seed=seed,
     )
-    splits = corpus_splits(corpus, members, val, non_members, seed, column=column, kind=kind)
+    splits = corpus_splits(
+        corpus,
+        members,
+        val,
+        non_members,
+        seed,
+        column=column,
+        kind=cast(Literal["text", "code"] | None, kind),
+    )
     with step_bar(console, log_every) as bar:
         target = run_finetune(
             base,
@@ -343,7 +352,7 @@ def finetune(
             on_step=bar.task("fine-tune"),
             overwrite=overwrite,
         )
-    manifest = read_manifest(target)
+    manifest = cast(dict, read_manifest(target))  # finetune wrote it
     console.print(
         f"target written to {target} (best epoch {manifest['best_epoch']}, {manifest['seconds']:.0f} s, "
         f"{manifest['recipe']['precision']}, bos {manifest.get('bos', 'never')})"
@@ -390,10 +399,10 @@ def extract_command(
 
     settings = StoreSettings(
         k=k,
-        dtype=dtype,
+        dtype=cast(Literal["float32", "float16"], dtype),
         shard_size=shard_size,
         batch_size=batch_size,
-        precision=precision,
+        precision=cast(PrecisionSetting, precision),
         memory_budget_bytes=memory_budget_mib * 2**20,
     )
     with text_bar(console, "target + reference") as on_texts:
@@ -474,7 +483,7 @@ def baselines(
         def on_costly(costly: list[str], n_texts: int) -> None:
             console.print(costly_table(costly, options, opened.manifest["seq_len"], n_texts))
 
-        device_options = dict(device=device, trust_remote_code=trust_remote_code)
+        device_options: dict[str, Any] = dict(device=device, trust_remote_code=trust_remote_code)
         scored = attack_scores(opened, split, names, options, on_costly=on_costly, **device_options)
     result = evaluation(scored, f"Baselines on {store} ({split})")
     console.print(render(result.table(), "rich"))
@@ -669,7 +678,7 @@ def _run_study(
                 f"[{index}/{total}] {stage.label}: {event}{' s' if event.startswith('done') else ''}"
             )
 
-    options = dict(device=device, backend=backend, address=address, workers=workers)
+    options: dict[str, Any] = dict(device=device, backend=backend, address=address, workers=workers)
     done = run_study(config, cache, results, seed=seed, on_plan=on_plan, on_stage=on_stage, **options)
     console.print(rich_table(done.table, f"AUC per group, study {done.plan.config.name}"))
     console.print(f"results in {done.results}/ (summary.md, results.json, groups/); {done.seconds:.0f} s")
@@ -762,7 +771,7 @@ def audit(
     evidence = evidence_settings(fdr, fpr, alpha, attack, with_non_members=non_members is not None)
     settings = AuditSettings(
         classifier=classifier,
-        kind=kind,
+        kind=cast(Literal["text", "code"], kind),
         bos=bos,
         precision=precision,
         explain=explain,

@@ -26,12 +26,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 from ltmia.attacks import ATTACKS
 from ltmia.attacks.costly import COSTLY_ATTACKS, Cost, costly_score
 from ltmia.attacks.costly.dc_pdd import token_counts
 from ltmia.attacks.costly.passes import Models
-from ltmia.corpora import corpus_texts, get_corpus
+from ltmia.corpora import Pool, corpus_texts, get_corpus
 from ltmia.data import filter_texts, seeded_order, text_hash
 from ltmia.errors import InputError, UnknownNameError
 from ltmia.evaluation import Scored, baseline_scores, merge, store_split
@@ -58,7 +59,7 @@ def split_names(names: Sequence[str]) -> tuple[list[str], list[str]]:
     return [n for n in names if n in ATTACKS], [n for n in names if n in COSTLY_ATTACKS]
 
 
-def base_settings(name: str, options: CostlyOptions) -> object:
+def base_settings(name: str, options: CostlyOptions) -> Any:
     """An attack's settings from its defaults and ``options.params``, outside inputs not yet resolved."""
     return COSTLY_ATTACKS.get(name).make_settings(**options.params.get(name, {}))
 
@@ -115,7 +116,7 @@ def split_record_hashes(store: Store) -> set[str] | None:
     return {h for hashes in record["hashes"].values() for h in hashes}
 
 
-def outside_texts(store: Store, spec: str | None, pool: str) -> list[str]:
+def outside_texts(store: Store, spec: str | None, pool: Pool) -> list[str]:
     """Texts of corpus ``spec`` (default: the store's) that are neither in the target's split record nor
     rows of the store: texts the target was not fine-tuned on and the attack does not score."""
     source = store.manifest.get("source", {})
@@ -163,7 +164,7 @@ def prefix_texts(store: Store, split: str | None, label: int, options: CostlyOpt
 
 def resolved_settings(
     name: str, store: Store, split: str | None, options: CostlyOptions, models: Models
-) -> object:
+) -> Any:
     """An attack's settings with its outside inputs (prefix shots, reference counts) filled in."""
     settings = base_settings(name, options)
     names = {f.name for f in fields(settings)}

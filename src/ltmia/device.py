@@ -13,12 +13,16 @@ import functools
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from ltmia.errors import InputError
 from ltmia.settings.base import PRECISIONS, Precision
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix units
 
@@ -31,9 +35,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @functools.cache
-def cpu_bf16_flags() -> tuple[str, ...]:
-    """The native-bf16 flags this CPU reports (Linux ``/proc/cpuinfo``); empty where unknown."""
-    cpuinfo = Path("/proc/cpuinfo")
+def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
+    """The native-bf16 flags this CPU reports (Linux ``/proc/cpuinfo``), in ``NATIVE_BF16_FLAGS`` order;
+    empty where unknown."""
     if not cpuinfo.exists():
         return ()
     flags: set[str] = set()
@@ -70,7 +74,7 @@ def float32_head(model: nn.Module) -> Iterator[None]:
     the log-probabilities every LT-MIA feature and baseline reads; the head is one matrix product, so
     keeping it in float32 costs little. Outside autocast this changes nothing.
     """
-    head = model.get_output_embeddings()
+    head = cast("PreTrainedModel", model).get_output_embeddings()
     original = head.forward
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:

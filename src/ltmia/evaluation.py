@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no display backend needed
@@ -220,6 +220,10 @@ class Table:
     label_columns: int = 1
 
 
+@overload
+def render(table: Table, form: Literal["markdown", "html"]) -> str: ...
+@overload
+def render(table: Table, form: Literal["rich"]) -> RichTable: ...
 def render(table: Table, form: Literal["markdown", "html", "rich"]) -> str | RichTable:
     """``table`` as markdown (files), an HTML fragment (the audit report; every cell escaped) or a rich
     table (the terminal)."""
@@ -355,8 +359,8 @@ def comparison_table(
         ]
         table_rows.append(row + ([Cell(extra.get(name, ""))] if extra else []))
     bootstraps = [e.bootstrap for e in rows.values() if e.bootstrap is not None]
-    results = [r for e in rows.values() for r in e.results.values()]
-    table_notes = notes(results, bootstraps[0] if bootstraps else None, "the best of its row")
+    every = [r for e in rows.values() for r in e.results.values()]
+    table_notes = notes(every, bootstraps[0] if bootstraps else None, "the best of its row")
     return Table(columns, table_rows, notes=table_notes, label_columns=2)
 
 

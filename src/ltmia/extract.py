@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from functools import partial as partial_call
 from pathlib import Path
+from typing import Any, cast
 
 from torch import nn
 
@@ -57,7 +58,7 @@ def target_record(target: Path) -> tuple[dict, dict]:
         raise InputError(f"{target} is not a target directory; write one with ltmia finetune")
     fix = "the target is damaged: fine-tune it again (ltmia finetune --overwrite)"
     verify_artefact(target, manifest, fix)
-    return manifest, read_json(target / "splits.json", fix)
+    return manifest, cast(dict, read_json(target / "splits.json", fix))
 
 
 def target_rows(target: Path, corpus: str | None = None, column: str | None = None) -> Rows:
@@ -155,7 +156,7 @@ def write_shards(
     on_texts: OnTexts | None,
 ) -> None:
     """Every shard not yet in ``partial`` (a resumed run keeps the whole ones), in row order."""
-    options = dict(
+    options: dict[str, Any] = dict(
         kind=kind,
         k=settings.k,
         batch_size=settings.batch_size,
@@ -170,7 +171,9 @@ def write_shards(
         path = partial / shard_file(index)
         if not path.exists():
             on_batch = batch_progress(on_texts, start, n) if on_texts else None
-            write_shard(path, signals_of(rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype])
+            write_shard(
+                path, signals_of(texts=rows.texts[start:stop], on_batch=on_batch), DTYPES[settings.dtype]
+            )
         elif on_texts is not None:
             on_texts(stop, n)
 
@@ -201,13 +204,13 @@ def extract_target(
     rows = target_rows(target, corpus, column)
     lora_base = adapter_base(str(target)) if reference is None else None
     reference = None if lora_base else model_spec(reference or manifest["base"])
-    models = {
+    models: dict[str, Any] = {
         "target": str(target),
         "reference": lora_base or reference,
         "reference_adapters_disabled": lora_base is not None,
         "tokenizer": str(target),
     }
-    reference_source = source_record(lora_base or reference)
+    reference_source = source_record(cast(str, lora_base or reference))  # one of them is set
     if reference_source:
         models["reference_source"] = reference_source
     overrides = {"corpus": corpus, "column": column}

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from ltmia.errors import DivergedError, OutputExistsError
 from ltmia.models import load_causal_lm, load_tokenizer
 from ltmia.schedules import warmup_cosine
 from ltmia.settings import Recipe
+from ltmia.settings.base import Precision
 from ltmia.sources import default_bos, model_spec, source_record
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def token_loss(
     Computed from the logits ourselves (not the model's ``labels=`` path) so every family, including the
     non-transformers, is trained and measured with the identical loss, always in float32.
     """
-    with autocast(precision, input_ids.device):
+    with autocast(cast(Precision, precision), input_ids.device):
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     labels = lm_labels(input_ids, attention_mask)[:, 1:]
     losses = F.cross_entropy(
@@ -98,7 +100,7 @@ def mean_loss(
 
 
 def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
-    extra = {} if recipe.weight_decay is None else {"weight_decay": recipe.weight_decay}
+    extra: dict[str, Any] = {} if recipe.weight_decay is None else {"weight_decay": recipe.weight_decay}
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, **extra)
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, **extra)
@@ -212,7 +214,7 @@ def lora_targets(model: PreTrainedModel, recipe: Recipe | None = None) -> list[s
         return list(recipe.lora_targets)
     model_type = getattr(model.config, "model_type", None)
     if model_type in ARCHITECTURES:
-        return list(ARCHITECTURES.get(model_type).lora_targets)
+        return list(ARCHITECTURES.get(str(model_type)).lora_targets)
     if model_type in KNOWN_LORA_TARGETS:
         return list(KNOWN_LORA_TARGETS[model_type])
     names = {
@@ -283,7 +285,8 @@ def finetune(
         return out
     torch.manual_seed(recipe.seed)
     model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, tokenizer=tokenizer)
-    model = (apply_lora(model, recipe) if recipe.lora else model).to(torch_device)
+    lora_or_full = apply_lora(model, recipe) if recipe.lora else model
+    model = cast(PreTrainedModel, lora_or_full.to(torch_device))  # a PeftModel answers as its base does
     train = encode(tokenizer, splits.members, splits.kind, seq_len, bos_used)
     val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
     started = time.perf_counter()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -91,11 +92,12 @@ class MetricResult:
     @classmethod
     def from_dict(cls, record: Mapping) -> MetricResult:
         """Inverse of `to_dict`; also reads records written before intervals existed."""
-        intervals = {
+        intervals: dict[str, Any] = {
             f"{m}_ci": tuple(record[f"{m}_ci"]) for m in METRICS if record.get(f"{m}_ci") is not None
         }
+        values: dict[str, Any] = {m: float(record[m]) for m in METRICS}
         return cls(
-            **{m: float(record[m]) for m in METRICS},
+            **values,
             n_members=int(record["n_members"]),
             n_nonmembers=int(record["n_nonmembers"]),
             **intervals,

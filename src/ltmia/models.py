@@ -12,11 +12,14 @@ target, a zoo model, a converted GGUF) is checked against the sizes and SHA-256s
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ltmia.artefacts import read_json, read_manifest, verify_artefact
@@ -30,6 +33,9 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADDED_EOS = "</s>"  # the EOS ``load_tokenizer`` adds to a tokenizer that has none
 LOAD_ERRORS = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
 """What transformers, torch and safetensors raise for a missing, damaged or refused weights file."""
+FAST_PATHS_ENV = "LTMIA_FAST_PATHS"
+"""``1``/``on``: the zoo's CPU fast paths in every model; ``0``/``off``: in none; unset/``auto``: zoo only."""
+MAX_BASE_CHAIN = 8  # a target's base may be a target too; a longer chain is not followed
 REWRITE = {
     "ltmia-target": "fine-tune it again (ltmia finetune --overwrite)",
     "ltmia-zoo-model": "build the zoo again into a new directory (ltmia zoo build --out)",
@@ -129,6 +135,7 @@ def load_causal_lm(
     dtype: torch.dtype = torch.float32,
     tokenizer=None,
     attn_implementation: str | None = None,
+    fast_paths: bool | None = None,
 ) -> PreTrainedModel:
     """A causal LM in eval mode from a directory, adapter directory or hub id.
 
@@ -136,13 +143,16 @@ def load_causal_lm(
     disabled (``with model.disable_adapter():``), never a second copy. ``tokenizer`` (the one whose ids the
     model will read) must fit the model's embeddings (``check_covers``). ``attn_implementation`` is not
     stored in ``config.json``; pass ``"eager"`` to reproduce a zoo model's logits bit for bit (transformers
-    otherwise picks SDPA).
+    otherwise picks SDPA). ``fast_paths`` swaps in the zoo's CPU fast paths (``wants_fast_paths``; None:
+    zoo models only, unless ``LTMIA_FAST_PATHS`` says otherwise).
     """
     spec = resolve_model(spec)
     _check_local(spec)
+    fast = wants_fast_paths(spec, fast_paths)
     base = adapter_base(spec)
     base = None if base is None else resolve_model(base)
     _refuse_remote_code(base or spec, trust_remote_code)
+    model: PreTrainedModel
     try:
         model = AutoModelForCausalLM.from_pretrained(
             base or spec,
@@ -157,11 +167,52 @@ def load_causal_lm(
     if base is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec)
-    from ltmia.zoo.architectures import enable_fast_paths
+        model = cast(PreTrainedModel, PeftModel.from_pretrained(model, spec))  # answers as its base does
+    if fast:
+        from ltmia.zoo.architectures import enable_fast_paths
 
-    enable_fast_paths(model)
+        enable_fast_paths(model)
     return model.eval()
+
+
+def wants_fast_paths(spec: str, fast_paths: bool | None = None) -> bool:
+    """Whether ``load_causal_lm`` swaps the zoo's CPU fast paths (``ltmia.zoo.architectures.
+    enable_fast_paths``: Mamba, RWKV and RG-LRU scans) into the model ``spec`` names.
+
+    They compute what the stock ``transformers`` code computes (Mamba's to float rounding; tested on the
+    zoo's configs and on published-size layer shapes), but they are ltmia's code in place of the library's,
+    so by default only models of ltmia's own zoo get them: a zoo model, or a target fine-tuned from one
+    (``is_zoo_model``), which is what keeps a study's numbers as they were. Anyone else's model runs the
+    stock code unless asked: ``fast_paths=True``, or ``LTMIA_FAST_PATHS=1`` in the environment (``0``
+    turns them off for zoo models too; an explicit ``fast_paths`` wins over both).
+    """
+    if fast_paths is not None:
+        return fast_paths
+    setting = os.environ.get(FAST_PATHS_ENV, "").strip().lower()
+    if setting in ("1", "on", "true", "yes"):
+        return True
+    if setting in ("0", "off", "false", "no"):
+        return False
+    if setting not in ("", "auto"):
+        raise InputError(f"{FAST_PATHS_ENV}={setting!r}: give 1 (every model), 0 (none) or auto (zoo only)")
+    return is_zoo_model(spec)
+
+
+def is_zoo_model(spec: str) -> bool:
+    """Whether ``spec`` is a directory ltmia's zoo wrote (manifest ``ltmia-zoo-model``) or a target whose
+    base chain leads to one (a target's manifest names its base as it was given; a base that has been
+    moved or deleted since counts as not a zoo model)."""
+    for _ in range(MAX_BASE_CHAIN):
+        path = Path(spec)
+        manifest = read_manifest(path) if path.is_dir() else None
+        if manifest is None:
+            return False
+        if manifest.get("artefact") == "ltmia-zoo-model":
+            return True
+        if manifest.get("artefact") != "ltmia-target" or not isinstance(manifest.get("base"), str):
+            return False
+        spec = manifest["base"]
+    return False
 
 
 def weights_error(spec: str, error: Exception) -> InputError:
@@ -188,7 +239,7 @@ def check_covers(model: PreTrainedModel, tokenizer, spec: str) -> None:
     """The model must have an embedding for every token id of ``tokenizer``; never resized to fit, except
     by the one EOS ``load_tokenizer`` adds to a tokenizer that has none (fine-tuning resized the target
     alike, so target and reference still agree)."""
-    rows, size = model.get_input_embeddings().num_embeddings, len(tokenizer)
+    rows, size = cast(nn.Embedding, model.get_input_embeddings()).num_embeddings, len(tokenizer)
     if size <= rows:
         return
     if size == rows + 1 and tokenizer.eos_token == ADDED_EOS and tokenizer.eos_token_id == rows:
@@ -215,7 +266,9 @@ def check_same_tokenizer(target_tokenizer, reference: str, trust_remote_code: bo
         )
 
 
-def load_models(target: Path, reference: str | None, device: str, trust_remote_code: bool) -> tuple:
+def load_models(
+    target: str | Path, reference: str | None, device: str, trust_remote_code: bool
+) -> tuple[nn.Module, nn.Module | None, Any]:
     """Target, reference (None: the LoRA target with adapters disabled) and tokenizer, on ``device``.
 
     Both are checked against the target's tokenizer the same way in every command: the reference must
@@ -224,8 +277,10 @@ def load_models(target: Path, reference: str | None, device: str, trust_remote_c
     tokenizer = load_tokenizer(str(target), trust_remote_code)
     if reference is not None:
         check_same_tokenizer(tokenizer, reference, trust_remote_code)
-    options = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+    options: dict[str, Any] = dict(trust_remote_code=trust_remote_code, tokenizer=tokenizer)
     torch_device = resolve_device(device)
-    target_model = load_causal_lm(str(target), **options).to(torch_device)
-    reference_model = None if reference is None else load_causal_lm(reference, **options).to(torch_device)
+    target_model = cast(nn.Module, load_causal_lm(str(target), **options)).to(torch_device)
+    reference_model = (
+        None if reference is None else cast(nn.Module, load_causal_lm(reference, **options)).to(torch_device)
+    )
     return target_model, reference_model, tokenizer

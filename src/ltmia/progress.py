@@ -27,6 +27,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -53,7 +54,7 @@ class StepBar:
         self.progress = progress
         self.console = console
         self.log_every = log_every
-        self._current: int | None = None
+        self._current: TaskID | None = None
 
     def task(self, name: str) -> Callable[[int, float], None]:
         if self._current is not None:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,10 @@ from ltmia.device import Precision, autocast, float32_head
 from ltmia.errors import InputError
 from ltmia.features import lt_features_and_stats
 from ltmia.tokenstats import MEMORY_BUDGET_BYTES, TokenStats
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ class Signals:
 
 def output_width(model: nn.Module) -> int:
     """Width of the model's logits (the LM head's rows), which may exceed the tokenizer's vocabulary."""
-    return model.get_output_embeddings().weight.shape[0]
+    return cast("PreTrainedModel", model).get_output_embeddings().weight.shape[0]
 
 
 def check_compatible(target: nn.Module, reference: nn.Module | None, tokenizer) -> None:
@@ -69,7 +74,7 @@ def check_compatible(target: nn.Module, reference: nn.Module | None, tokenizer) 
 @contextmanager
 def reference_of(target: nn.Module, reference: nn.Module | None) -> Iterator[nn.Module]:
     """The reference model; for a LoRA target without one, the target with its adapters disabled."""
-    context = target.disable_adapter() if reference is None else nullcontext()
+    context = cast("PeftModel", target).disable_adapter() if reference is None else nullcontext()
     with context:
         yield target if reference is None else reference
 

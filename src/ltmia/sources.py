@@ -67,8 +67,10 @@ class PackagedModel:
         total = 0
         for name in self.distributions:
             dist = _distribution(name)
-            for entry in (dist.files or []) if dist else []:
-                path = Path(dist.locate_file(entry))
+            if dist is None:
+                continue
+            for entry in dist.files or []:
+                path = Path(str(dist.locate_file(entry)))
                 total += path.stat().st_size if path.is_file() else 0
         return total
 
@@ -149,7 +151,7 @@ def packaged_gguf(model: PackagedModel, scratch: Path) -> Path:
         return Path(assemble(output_path=scratch / model.file, overwrite=True))
     dist = _distribution(model.distributions[0])
     assert dist is not None
-    return Path(dist.locate_file(model.file))
+    return Path(str(dist.locate_file(model.file)))
 
 
 def gguf_quantisation(path: Path) -> dict:

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class Rows:
         if set(self.labels) - {0, 1, UNLABELLED}:
             raise InputError("labels must be 1 (member), 0 (non-member) or -1 (unknown)")
 
-    def record(self) -> dict[str, list]:
+    def record(self) -> dict[str, Any]:
         """The JSON columns of ``rows.json``."""
         hashes = [text_hash(text) for text in self.texts]
         return {
@@ -112,7 +113,7 @@ def split_counts(rows: Rows) -> dict[str, dict[str, int]]:
     """Members and non-members (and unlabelled rows, if any) per split name, in order of first appearance."""
     names = {1: "members", 0: "non_members", UNLABELLED: "unlabelled"}
     counts: dict[str, dict[str, int]] = {}
-    for name, label in zip(rows.split, rows.labels, strict=True):
+    for name, label in zip(cast(list[str], rows.split), rows.labels, strict=True):  # set by __post_init__
         entry = counts.setdefault(name, {"members": 0, "non_members": 0})
         entry[names[label]] = entry.get(names[label], 0) + 1
     return counts
@@ -149,7 +150,7 @@ def finished_store(out: Path, plan: dict, overwrite: bool = False) -> bool:
     refused, naming what differs; ``overwrite`` means neither: the store is extracted again."""
     if not is_store(out) or overwrite:
         return False
-    manifest = read_manifest(out)
+    manifest = cast(dict, read_manifest(out))  # is_store: there is one
     changed = [key for key in plan if manifest.get(key) != plan[key]]
     if changed:
         raise OutputExistsError(
@@ -221,7 +222,7 @@ class Store:
             raise InputError(f"{path} is not a finished feature store; write one with ltmia extract")
         self.manifest = manifest
         verify_files(self.path, self._entries(), REWRITE)
-        record = read_json(self.path / ROWS_FILE, REWRITE)
+        record = cast(dict, read_json(self.path / ROWS_FILE, REWRITE))
         self.labels = np.asarray(record["label"], dtype=np.int64)  # (N,) 1 member, 0 non-member, -1 unknown
         self.split = np.asarray(record["split"])  # (N,) split names
         self.pair = np.asarray(record["pair"], dtype=np.int64)  # (N,) pair index, -1 for none

@@ -123,7 +123,10 @@ def stats_columns(valid: Tensor) -> list[Tensor]:
 
 def to_token_stats(columns: list[Tensor], valid: Tensor) -> TokenStats:
     """Filled `stats_columns` and the (N, L-1) valid mask -> a `TokenStats` on CPU."""
-    return TokenStats(*(column.cpu() for column in columns), valid=valid.cpu())
+    target_logprob, reference_logprob, mink_mu, mink_sigma, target_argmax_hit = (c.cpu() for c in columns)
+    return TokenStats(
+        target_logprob, reference_logprob, mink_mu, mink_sigma, target_argmax_hit, valid=valid.cpu()
+    )
 
 
 def token_stats(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class EvidenceSettings:
             )
 
     @property
-    def rule(self) -> str:
+    def rule(self) -> Literal["fdr", "fpr"]:
         return "fpr" if self.fpr is not None else "fdr"
 
     @property

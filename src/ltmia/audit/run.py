@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from ltmia.extract import build_store
 from ltmia.features import FEATURE_LAYOUT_VERSION, feature_dim
 from ltmia.models import adapter_base, load_models, load_tokenizer
 from ltmia.settings import default
+from ltmia.settings.base import PrecisionSetting
 from ltmia.sources import default_bos, model_spec
 from ltmia.store import Rows, Store, StoreSettings
 
@@ -207,7 +209,7 @@ def audit(
         seq_len=classifier.record_["seq_len"],
         batch_size=settings.batch_size,
         shard_size=settings.shard_size,
-        precision=settings.precision,
+        precision=cast(PrecisionSetting, settings.precision),
         memory_budget_bytes=settings.memory_budget_bytes,
     )
     check_output(out, create=True)
@@ -240,7 +242,7 @@ def audit(
         title = f"audit of {Path(target).name} ({n1} labelled texts)"
         metrics = write_results(scored, out, "metrics", title)
     record = audit_record(target, models, classifier, candidates, settings, store_settings, store, started)
-    if found is not None:
+    if found is not None and non_members is not None:
         found.record["non_member_texts"] = {
             "read": non_members.n_read,
             "scored": len(non_members.texts),

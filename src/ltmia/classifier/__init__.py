@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def as_source(source: SourceLike) -> Source:
 def as_sources(sources: SourceLike | Sequence[SourceLike]) -> list[Source]:
     """One source or path, or a sequence of them -> a list of sources."""
     if isinstance(sources, (str, Path)) or hasattr(sources, "iter_shards"):
-        return [as_source(sources)]
+        return [as_source(cast(SourceLike, sources))]
     return [as_source(source) for source in sources]
 
 

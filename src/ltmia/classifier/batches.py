@@ -230,7 +230,7 @@ def shuffled_windows(
                 buffer.order = torch.randperm(filled, generator=generator)
                 yield buffer
                 filled = 0
-    if filled:
+    if filled and buffer is not None:
         buffer.order = torch.randperm(filled, generator=generator)
         yield buffer
 

@@ -71,6 +71,7 @@ def mlp(inputs: int, hidden: int, dropout: float) -> nn.Sequential:
 
 @VARIANTS.register("transformer")
 class SequenceClassifier(nn.Module):
+    positions: Tensor  # (seq_len, d) sinusoidal, a non-persistent buffer
     """SPEC §6: project, add positions, a post-LN transformer encoder, attention pooling, an MLP head.
 
     Reading the per-token features as a sequence (rather than pooling them first) is what the paper

@@ -56,7 +56,8 @@ def numpy_scalar_globals() -> list:
     scalar = np.float64(0).__reduce__()[0]  # numpy._core.multiarray.scalar (numpy.core.… in numpy 1)
     allowed: list = [(scalar, f"{module}.multiarray.scalar") for module in ("numpy.core", "numpy._core")]
     allowed.append(np.dtype)
-    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+    kinds: tuple[type, ...] = (np.bool_, np.int8, np.int16, np.int32, np.int64)
+    kinds += (np.uint8, np.uint16, np.uint32, np.uint64)
     kinds += (np.float16, np.float32, np.float64, np.longdouble, np.complex64, np.complex128)
     allowed += list(dict.fromkeys(type(np.dtype(kind)) for kind in kinds))
     return allowed

@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -199,7 +200,7 @@ def train_classifier(
                     "no better validation AUC for %d epochs; stopping at epoch %d", settings.patience, epoch
                 )
                 break
-    model.load_state_dict(best_state)
+    model.load_state_dict(cast(dict, best_state))  # set in epoch 1 unless its validation AUC is NaN
     model.cpu().eval()
     record = {
         "settings": settings.record(),

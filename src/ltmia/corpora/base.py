@@ -51,7 +51,7 @@ def check_kind(kind: str | None) -> Kind | None:
     check for every boundary that takes a kind: corpus specs, study configs, audits."""
     if kind not in (None, *KINDS):
         raise InputError(f"kind {kind!r} is not one of: {', '.join(KINDS)}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def in_pretrain_pool(text: str) -> bool:

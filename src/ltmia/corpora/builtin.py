@@ -227,7 +227,7 @@ def definitions(tree: ast.Module) -> Iterator[Definition]:
         if isinstance(node, functions):
             yield node
         elif isinstance(node, ast.ClassDef):
-            methods = [child for child in node.body if isinstance(child, functions)]
+            methods: list[Definition] = [child for child in node.body if isinstance(child, functions)]
             yield from methods or [node]
 
 

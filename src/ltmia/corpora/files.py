@@ -191,7 +191,8 @@ def parse_columns(column: str | None) -> Columns:
     names = tuple(column.split(operator)) if operator else (column,)
     if not all(names):
         raise InputError(f"column {column!r} has an empty name; {COLUMN_SYNTAX}")
-    return Columns(names, {None: "one", "+": "join", "|": "first"}[operator])
+    combine: dict[str | None, Literal["one", "join", "first"]] = {None: "one", "+": "join", "|": "first"}
+    return Columns(names, combine[operator])
 
 
 def pick_columns(column: str | None, available: Iterable[str], source: object) -> Columns:
@@ -362,7 +363,7 @@ def only_split(loaded: Dataset | DatasetDict, path: Path) -> Dataset:
     )
 
 
-def dataset_texts(dataset: Dataset, column: str | None, source: object) -> list[str]:
+def dataset_texts(dataset: Dataset, column: str | None, source: str | Path) -> list[str]:
     """The texts of the string column(s) of a ``datasets.Dataset`` (``column`` as in `parse_columns`)."""
     columns = pick_columns(column, dataset.column_names, source)
     for name in columns.names:

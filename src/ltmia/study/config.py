@@ -22,7 +22,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -134,7 +134,8 @@ class Combo:
 
     @property
     def recipe(self) -> Recipe:
-        return Recipe(**dict(self.recipe_items))
+        items: dict[str, Any] = dict(self.recipe_items)
+        return Recipe(**items)
 
     @property
     def arch(self) -> str | None:

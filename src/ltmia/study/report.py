@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any, cast
 
 from rich.table import Table
 
@@ -56,7 +57,7 @@ def attack_name(classifier: str, n_classifiers: int) -> str:
 
 def load_scores(path: Path) -> Scored:
     fix = f"delete {path} and run the study again (it recomputes that stage)"
-    return Scored.from_json(read_json(path / "scores.json", fix))
+    return Scored.from_json(cast(dict, read_json(path / "scores.json", fix)))
 
 
 def combo_scores(plan: StudyPlan, cache: Path, combo: Combo, split: str) -> Scored:
@@ -170,7 +171,7 @@ def write_report(
     record_output(results_dir, RESULTS, [*before, *written])  # first: a run killed below leaves all listed
     remove_written(results_dir, [name for name in before if name.startswith("groups/")])
     table: dict[str, Evaluation] = {}
-    record = {
+    record: dict[str, Any] = {
         "study": plan.config.name,
         "description": plan.config.description,
         "config_hash": plan.config.config_hash,

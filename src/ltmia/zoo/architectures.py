@@ -18,9 +18,10 @@ Choices shared by all families, and why:
   SDPA path) and it is deterministic on CPU. ``config.json`` does not keep it: reload with
   ``ltmia.models.load_causal_lm(path, attn_implementation="eager")`` for bit-identical logits.
 
-``build_model`` and ``ltmia.models.load_causal_lm`` install ``enable_fast_paths``: CPU replacements for the
-recurrent families' Python time loops that keep each model's class, weights and outputs (Mamba's stock loop
-is ~50x slower than the replacement when training).
+``build_model`` installs ``enable_fast_paths``, and ``ltmia.models.load_causal_lm`` does for zoo models (and
+targets fine-tuned from them; other models opt in, ``ltmia.models.wants_fast_paths``): CPU replacements for
+the recurrent families' Python time loops that keep each model's class, weights and outputs (Mamba's stock
+loop is ~50x slower than the replacement when training).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ from transformers.models.rwkv.modeling_rwkv import RwkvSelfAttention
 
 from ltmia.registry import Registry
 from ltmia.settings.zoo import ZooSize
-from ltmia.zoo.fast_mamba import FastMambaMixer, enable_fast_mamba
+from ltmia.zoo.fast_mamba import FastMambaMixer, M, enable_fast_mamba
 
 ATTN_IMPLEMENTATION = "eager"
 Family = Literal["transformer", "state-space", "linear-attention", "gated-recurrence"]
@@ -86,7 +87,7 @@ def _register(name: str, family: Family, lora_targets: list[str]) -> Callable[[M
     return wrap
 
 
-def _tokens(vocab_size: int, eos_id: int, pad_id: int) -> dict[str, object]:
+def _tokens(vocab_size: int, eos_id: int, pad_id: int) -> dict[str, Any]:
     """Fields every config gets: vocabulary, special ids (documents start after an EOS), tying, no cache."""
     return {
         "vocab_size": vocab_size,
@@ -299,7 +300,7 @@ def build_model(
     return enable_fast_paths(model)
 
 
-def enable_fast_paths(model: nn.Module) -> nn.Module:
+def enable_fast_paths(model: M) -> M:
     """Install CPU speedups that keep the model's class, weights and outputs; call it after loading too.
 
     The three recurrent families scan the sequence in a Python loop on CPU. Mamba's loop is O(L^2) in the
@@ -317,11 +318,11 @@ def enable_fast_paths(model: nn.Module) -> nn.Module:
     return model
 
 
-def disable_fast_paths(model: nn.Module) -> nn.Module:
+def disable_fast_paths(model: M) -> M:
     """Put ``model`` back on the stock ``transformers`` code paths, to compare against or time them."""
     for module in model.modules():
         if isinstance(module, (FastMambaMixer, _FastRwkvSelfAttention, _FastRglru)):
-            module.__class__ = type(module).__base__
+            module.__class__ = cast(type, type(module).__base__)
     return model
 
 
@@ -379,7 +380,7 @@ class _FastRglru(RecurrentGemmaRglru):
         for gate, x in zip(gates, hidden_states.type(acc_dtype).unbind(1), strict=True):
             state = x if state is None else gate * state + x  # the stock loop starts from a zero state
             states.append(state)
-        return torch.stack(states, 1).type(hidden_states.dtype), state
+        return torch.stack(states, 1).type(hidden_states.dtype), cast(torch.Tensor, state)  # L >= 2 steps
 
 
 def count_parameters(model: nn.Module) -> int:

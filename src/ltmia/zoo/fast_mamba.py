@@ -25,16 +25,18 @@ cache, i.e. generation) goes to the stock ``forward``.
 from __future__ import annotations
 
 import importlib.util
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.models.mamba.modeling_mamba import MambaMixer, apply_mask_to_padding_states
 
+M = TypeVar("M", bound=nn.Module)
 CHUNK = 8  # time steps per chunk; at the zoo's size a (16, 8, 256, 16) fp32 buffer is 2 MB, cache-sized
 
 
-def enable_fast_mamba(model: nn.Module) -> nn.Module:
+def enable_fast_mamba(model: M) -> M:
     """Switch every Mamba mixer in ``model`` to the chunked scan; other models come back untouched.
 
     Skipped when ``mamba_ssm`` is installed: its fused CUDA kernels are faster still.
@@ -109,7 +111,7 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def backward(
-        ctx: torch.autograd.function.FunctionCtx, gy: torch.Tensor
+        ctx: Any, gy: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         u, dt, A, B, C, starts = ctx.saved_tensors
         gy = gy.contiguous()

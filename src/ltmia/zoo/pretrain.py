@@ -23,11 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
+from torch import nn
 
 from ltmia.artefacts import building, read_manifest, versions, write_json, write_manifest
-from ltmia.corpora import CORPORA, corpus_texts
+from ltmia.corpora import CORPORA, Kind, corpus_texts
 from ltmia.data import encode, filter_texts, seeded_order, text_hash
 from ltmia.device import resolve_device
 from ltmia.errors import OutputExistsError
@@ -44,7 +46,7 @@ class Pool:
     """The pretraining texts, each with its corpus kind (code is truncated on the left)."""
 
     texts: list[str]
-    kinds: list[str]
+    kinds: list[Kind]
 
     def fingerprint(self) -> str:
         return hashlib.sha256("".join(text_hash(t) for t in self.texts).encode()).hexdigest()
@@ -131,7 +133,7 @@ def pretrain_architecture(
         settings.size,
         seed=settings.seed,
     )
-    model.to(resolve_device(device))
+    cast(nn.Module, model).to(resolve_device(device))
     n_val = max(1, int(len(data[0]) * settings.val_fraction))
     train = (data[0][n_val:], data[1][n_val:])
     val = (data[0][:n_val], data[1][:n_val])

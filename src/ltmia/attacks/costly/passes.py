@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ class Models:
 
     target: nn.Module
     reference: nn.Module | None  # None: the LoRA target with adapters disabled
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     kind: Kind = "text"
     bos: Bos = "never"
     seq_len: int = SEQ_LEN

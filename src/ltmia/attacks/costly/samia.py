@@ -21,6 +21,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from ltmia.attacks.costly.base import Cost, costly_attack
 from ltmia.attacks.costly.passes import Models, text_seed
 from ltmia.device import autocast, float32_head
 from ltmia.errors import InputError
+
+if TYPE_CHECKING:
+    from transformers import GenerationMixin
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def continuations(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
         torch.manual_seed(seed)
         with autocast(models.precision, device), float32_head(model):
-            out = model.generate(
+            out = cast("GenerationMixin", model).generate(
                 input_ids=prompt,
                 attention_mask=torch.ones_like(prompt),
                 do_sample=True,
