@@ -55,13 +55,10 @@ def text_scores(shard: dict[str, Tensor], names: Sequence[str]) -> Tensor:
     """
     from ltmia.attacks import ATTACKS
 
-    stats = TokenStats(**{name: shard[name] for name in TokenStats.__dataclass_fields__})
-    has_tokens = stats.valid.any(-1)
+    has_tokens = shard["valid"].any(-1)
     columns = torch.zeros(len(has_tokens), len(names), dtype=torch.float64)
     if bool(has_tokens.any()):
-        kept = TokenStats(
-            **{name: getattr(stats, name)[has_tokens] for name in TokenStats.__dataclass_fields__}
-        )
+        kept = TokenStats(**{name: shard[name][has_tokens] for name in TokenStats.__dataclass_fields__})
         texts = [""] * int(has_tokens.sum())  # none of SCORE_INPUTS reads the text
         for column, name in enumerate(names):
             values = np.asarray(ATTACKS.get(name)(kept, texts), dtype=np.float64)
