@@ -62,10 +62,15 @@ lint: install
 	PYTHONPATH=src $(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-# The quick benchmarks; the long ones are listed with their cost and run by hand (commands in their docstrings).
-BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling
+# The quick benchmarks; the others are listed with their cost or what they need and run by hand (commands in
+# their docstrings). tests/test_makefile.py checks that every benchmarks/*.py is in exactly one list.
+BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling bootstrap_speed
 LONG_BENCHMARKS := zoo_pretrain (pretrains the whole zoo, ~1 h) | seed_spread (3 cold demos, ~20 min) | \
-  real_speed (real LMs, ~25 min, make install-real) | real_effects (fine-tunes SmolLM2 and Gemma-3, ~2 h)
+  real_speed (real LMs, ~25 min, make install-real) | real_effects (fine-tunes SmolLM2 and Gemma-3, ~2 h) | \
+  costly_attacks (every costly attack on real_effects' SmolLM2 store, ~1 h) | \
+  audit_calibration (reads a finished study's stores from its cache, ~7 min) | \
+  edge_readings (rescores a finished study's stores) | score_fusion (reads offline-real's finished stores)
+NOT_BENCHMARKS := machine (helpers shared by the benchmarks)
 bench: install
 	for b in $(BENCHMARKS); do $(PY) benchmarks/$$b.py || exit 1; done
-	@echo "skipped, long: $(LONG_BENCHMARKS); run one as: $(PY) benchmarks/NAME.py"
+	@echo "skipped (long, or reading a finished study): $(LONG_BENCHMARKS); run one as: $(PY) benchmarks/NAME.py"
