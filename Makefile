@@ -7,6 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Debian packages: one list, with what each is for, in debian-packages.txt (README and docs link to it).
 DEBIAN_PACKAGES := $(shell awk '$$2 == "run" {print $$1}' debian-packages.txt)
 TEST_DEBIAN_PACKAGES := $(shell awk '$$2 == "test" {print $$1}' debian-packages.txt)
+SETUP_DEBIAN_PACKAGES := $(shell awk '$$2 == "setup" {print $$1}' debian-packages.txt)
 STAMP := $(VENV)/.ltmia-installed
 
 REAL_STAMP := $(VENV)/.ltmia-real-installed
@@ -14,7 +15,8 @@ REAL_STAMP := $(VENV)/.ltmia-real-installed
 .PHONY: install install-real system-deps test-deps apt-install demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(VENV)/bin/pip || python3 -m venv $(VENV) || \
+	  { $(MAKE) -s apt-install PACKAGES="$(SETUP_DEBIAN_PACKAGES)" && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'
