@@ -562,3 +562,28 @@ def test_bad_non_members_input_is_a_one_line_error(tmp_path, target, texts_file,
     result = CliRunner().invoke(app, both, input="a text\n")
     assert "cannot both be - (stdin)" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_classifier_with_score_inputs_audits_and_explains(tmp_path, target, tiny_base, splits):
+    """A classifier that also reads the baseline scores (ltmia.classifier.score_inputs) ranks an audit by
+    the logits it gives the audit's own store, and its top texts are explained (the scores kept whole)."""
+    from ltmia.extract import build_store
+    from ltmia.models import load_causal_lm
+    from ltmia.store import Rows, Store, StoreSettings
+
+    tokenizer = load_tokenizer(str(target))
+    texts = splits.members[:16] + splits.non_members[:16]
+    rows = Rows(texts, [1] * 16 + [0] * 16, (["train"] * 12 + ["val"] * 4) * 2)
+    models = load_causal_lm(str(target)), load_causal_lm(str(tiny_base))
+    store = Store(build_store(*models, tokenizer, rows, tmp_path / "s", StoreSettings(shard_size=16)))
+    sizes = dict(d_model=32, heads=4, layers=1, ff=64, epochs=1, warmup_epochs=0, batch_size=8)
+    LTMIA(**sizes, micro_batch_size=8, score_inputs=["ez_mia", "wbc"]).fit(store).save(tmp_path / "clf")
+    found = candidates(splits.members[16:24] + splits.non_members[16:24], tokenizer)
+    settings = AuditSettings(classifier=tmp_path / "clf", explain=2)
+    result = audit(str(target), found, tmp_path / "a", settings=settings)
+    expected = LTMIA.load(tmp_path / "clf").score(Store(tmp_path / "a" / "store"), split=None)
+    by_index = {entry["index"]: entry["lt_mia_logit"] for entry in result.table}
+    np.testing.assert_allclose([by_index[i] for i in range(16)], expected, atol=1e-5)
+    assert len(result.explanations) == 2
+    assert all(len(e.attribution) == len(e.tokens) for e in result.explanations)

@@ -106,3 +106,35 @@ def test_refusals(store):
     clf = LTMIA(**SMALL, score_inputs=["loss"]).fit(store)
     with pytest.raises(InputError, match="score a feature store"):
         clf.decision_function(torch.zeros(2, 24, feature_dim(K)), torch.ones(2, 24))
+
+
+def test_arrays_with_their_text_scores_score_as_the_store_does(store):
+    """decision_function(features, mask, text_scores) is what LTMIA.score reads from the store."""
+    clf = LTMIA(**SMALL, score_inputs=NAMES).fit(store)
+    shards = list(store.iter_shards("test"))
+    features = torch.cat([s["features"] for s in shards]).float()
+    mask = torch.cat([s["mask"] for s in shards])
+    scores = torch.cat([text_scores(s, NAMES) for s in shards])
+    expected = clf.score(store, "test")
+    np.testing.assert_allclose(clf.decision_function(features, mask, scores), expected, atol=1e-5)
+    with pytest.raises(InputError, match=r"must be \(8, 3\)"):
+        clf.decision_function(features, mask, scores[:, :2])
+    plain = LTMIA(**SMALL).fit(store)
+    with pytest.raises(InputError, match="reads no text scores"):
+        plain.decision_function(features, mask, scores)
+
+
+def test_occlusion_of_a_logistic_classifier_with_score_inputs_hides_the_position_and_its_scores(store):
+    """Logistic regression on the flattened (L, D + S) input: hiding position t removes w_t . [x_t, s],
+    since the broadcast scores at a hidden position are zeroed like its features."""
+    from ltmia.audit import occlusion
+
+    clf = LTMIA("logistic", **SMALL, score_inputs=NAMES).fit(store)
+    shard = next(iter(store.iter_shards("test")))
+    features, mask = shard["features"][0].float(), shard["mask"][0]
+    scores = text_scores(shard, NAMES)[0]
+    length = features.shape[0]
+    weights = clf.model_.linear.weight.detach().view(length, -1)
+    widened = torch.cat([features, scores.expand(length, -1)], dim=-1)
+    expected = (weights * widened).sum(1) * mask
+    np.testing.assert_allclose(occlusion(clf, features, mask, scores), expected.numpy(), atol=1e-4)

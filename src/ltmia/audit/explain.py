@@ -16,8 +16,10 @@ Why occlusion rather than the alternatives:
 The price is one classifier row per token (n + 1 rows for a text of n positions), so by default only the
 top-scoring texts are explained. One caveat, stated in the report: the global block (SPEC §4) repeats
 sequence statistics at every position, so hiding position t removes its own per-token features while its
-share of those statistics stays visible through the other positions. Beside the attribution each token
-carries its raw signal, ``log p_T(y) - log p_R(y)``: how much more the fine-tuned model expects it.
+share of those statistics stays visible through the other positions; likewise a classifier with score
+inputs (``ltmia.classifier.score_inputs``) keeps reading the whole text's baseline scores. Beside the
+attribution each token carries its raw signal, ``log p_T(y) - log p_R(y)``: how much more the fine-tuned
+model expects it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ltmia.classifier.score_inputs import text_scores
 from ltmia.data import Bos, Kind, encode
 from ltmia.store import Store
 
@@ -53,12 +56,18 @@ class Explanation:
         }
 
 
-def occlusion(classifier, features: Tensor, mask: Tensor) -> np.ndarray:
-    """(L, D) features and (L,) mask of one text -> (L,) attributions, 0 at masked positions."""
+def occlusion(classifier, features: Tensor, mask: Tensor, text_scores: Tensor | None = None) -> np.ndarray:
+    """(L, D) features and (L,) mask of one text -> (L,) attributions, 0 at masked positions.
+
+    ``text_scores`` (S,): the text's squashed baseline scores, for a classifier with score inputs; they
+    are those of the whole text in every occluded row.
+    """
     valid = torch.nonzero(mask).flatten()
     masks = mask.bool().repeat(valid.numel() + 1, 1)
     masks[torch.arange(1, valid.numel() + 1), valid] = False
-    logits = classifier.decision_function(features.expand(masks.shape[0], *features.shape), masks)
+    rows = masks.shape[0]
+    scores = None if text_scores is None else text_scores.expand(rows, *text_scores.shape)
+    logits = classifier.decision_function(features.expand(rows, *features.shape), masks, scores)
     attribution = np.zeros(mask.shape[0], dtype=np.float32)
     attribution[valid.numpy()] = logits[0] - logits[1:]
     return attribution
@@ -88,7 +97,9 @@ def explain(
         n_tokens = int(attention.sum())
         token_ids = ids[0, :n_tokens].tolist()
         tokens = [tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in token_ids]
-        attribution = occlusion(classifier, values["features"].float(), values["mask"])
+        names = getattr(classifier, "score_inputs_", ())
+        scores = text_scores({key: value[None] for key, value in values.items()}, names)[0] if names else None
+        attribution = occlusion(classifier, values["features"].float(), values["mask"], scores)
         gain = (values["target_logprob"] - values["reference_logprob"]).numpy()
         explanations.append(
             Explanation(

@@ -202,22 +202,43 @@ class LTMIA:
             raise InputError("this LTMIA is not fitted yet; call fit or load first")
         return self.model_.to(resolve_device(self.device)).eval()
 
-    def decision_function(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
-        """(N, L, D) features (numpy or torch, any float dtype), (N, L) mask -> (N,) float32 logits."""
+    def decision_function(
+        self,
+        features: np.ndarray | Tensor,
+        mask: np.ndarray | Tensor,
+        text_scores: np.ndarray | Tensor | None = None,
+    ) -> np.ndarray:
+        """(N, L, D) features (numpy or torch, any float dtype), (N, L) mask -> (N,) float32 logits.
+
+        A classifier with score inputs also needs ``text_scores``, the (N, S) squashed scores of the same
+        texts (``ltmia.classifier.score_inputs.text_scores`` of their token stats); they are broadcast to
+        every position as in training.
+        """
         model = self._model()
-        if self.score_inputs_:
-            raise InputError(
-                f"this classifier also reads text scores ({', '.join(self.score_inputs_)}) computed from a "
-                "store's token stats; score a feature store (LTMIA.score) instead of arrays"
-            )
         features, mask = torch.as_tensor(features), torch.as_tensor(mask).bool()
-        dim, length = self.config_.feature_dim, self.config_.seq_len
+        dim, length = self.config_.feature_dim - len(self.score_inputs_), self.config_.seq_len
         if features.ndim != 3 or features.shape[2] != dim or features.shape[1] > length:
             raise InputError(f"features {tuple(features.shape)} must be (N, L <= {length}, {dim})")
         if mask.shape != features.shape[:2]:
             raise InputError(
                 f"mask {tuple(mask.shape)} must be {tuple(features.shape[:2])}, one per position"
             )
+        if self.score_inputs_:
+            if text_scores is None:
+                raise InputError(
+                    f"this classifier also reads text scores ({', '.join(self.score_inputs_)}); pass "
+                    "text_scores (score_inputs.text_scores of the texts' token stats) or score a feature "
+                    "store (LTMIA.score)"
+                )
+            scores = torch.as_tensor(text_scores).to(features.dtype)
+            if scores.shape != (features.shape[0], len(self.score_inputs_)):
+                raise InputError(
+                    f"text_scores {tuple(scores.shape)} must be ({features.shape[0]}, "
+                    f"{len(self.score_inputs_)}), one per text and score input"
+                )
+            features = torch.cat([features, scores[:, None, :].expand(-1, features.shape[1], -1)], dim=-1)
+        elif text_scores is not None:
+            raise InputError("this classifier reads no text scores; leave text_scores out")
         return predict_logits(model, features, mask, self._dropped, self.micro_batch_size).numpy()
 
     def predict_proba(self, features: np.ndarray | Tensor, mask: np.ndarray | Tensor) -> np.ndarray:
