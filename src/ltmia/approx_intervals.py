@@ -1,0 +1,119 @@
+"""Approximate intervals from summary statistics alone (SPEC §7), for tables whose per-text scores are gone.
+
+ltmia's intervals are stratified bootstrap intervals (``ltmia.metrics.Bootstrap``), drawn from the per-text
+scores. Some committed tables were rendered before ltmia had intervals and their scores no longer exist;
+all that survives is each number and the class counts it rests on (n1 members, n0 non-members). From those
+alone, two textbook normal approximations give a 95% interval:
+
+- AUC: the Hanley & McNeil (1982) standard error, "The meaning and use of the area under a receiver
+  operating characteristic (ROC) curve", Radiology 143:29-36, eq. 2: it treats the AUC as the Mann-Whitney
+  statistic and approximates the two pair covariances (Q1: two members above one non-member; Q2: one member
+  above two non-members) as if the scores were exponential, which needs only the AUC itself.
+- TPR at FPR alpha: the delta method for a ROC point at a threshold estimated from the non-members (Hsieh
+  & Turnbull 1996, "Nonparametric and semiparametric estimation of the receiver operating characteristic
+  curve", Ann. Statist. 24:25-40; Pepe 2003, "The Statistical Evaluation of Medical Tests", ch. 5):
+  Var = TPR(1 - TPR)/n1 + s^2 alpha(1 - alpha)/n0, the first term the members' binomial noise, the second
+  the threshold's noise carried through the ROC's slope s at alpha. A table does not give s, so it is
+  replaced by a secant below alpha, which over-estimates the slope at alpha when the ROC is concave (slopes
+  fall with FPR): for alpha = 1% the secant from 0.1% (``(TPR@1% - TPR@0.1%) / 0.009``), for alpha = 0.1%
+  the secant from the origin (``TPR@0.1% / 0.001``). A TPR@0.1% interpolated from fewer than 1,000
+  non-members lies on a chord, below a concave ROC, so the 1% secant drawn from it is steeper still; that
+  number itself gets no interval (it is not a measurement, SPEC §7).
+
+Both are symmetric normal intervals clipped to [0, 1]; the bootstrap's are percentile intervals, skewed where
+the metric is. How the two compare on every committed table that has both: ``benchmarks/approx_intervals.py``
+(``benchmarks/results/approx_intervals.md``): the AUC intervals are within a few percent of the bootstrap's
+width; the TPR ones are not conservative after all (an empirical ROC is not concave at such low FPRs, and
+the bootstrap's TPR intervals are skewed right): at 1,000 non-members their median width is 0.8x the
+bootstrap's, the upper end mostly below the bootstrap's, and a TPR of 0 gets a zero-width interval. Where
+per-text scores exist, the bootstrap stays the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from math import sqrt
+from statistics import NormalDist
+from typing import Any
+
+from ltmia.metrics import FPRS, METRICS, Interval, MetricResult
+
+AUC_METHOD = "hanley-mcneil"
+TPR_METHOD = "delta-secant"
+METHODS = {"auc": AUC_METHOD, "tpr_at_1pct": TPR_METHOD, "tpr_at_01pct": TPR_METHOD}
+"""The method of each metric's approximate interval, as results files record it (``interval_method``)."""
+DESCRIPTIONS = {
+    AUC_METHOD: "AUC: Hanley & McNeil (1982) standard error",
+    TPR_METHOD: "TPR: delta method, the ROC's slope bounded by a secant (conservative for a concave ROC)",
+}
+VALIDATION = "benchmarks/results/approx_intervals.md"
+"""Where these intervals are measured against bootstrap ones (cited under every table that shows them)."""
+LEVEL = 0.95
+
+
+def z_value(level: float = LEVEL) -> float:
+    """The two-sided standard-normal quantile of ``level`` (1.95996... for 95%)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def normal_interval(value: float, se: float, level: float = LEVEL) -> Interval:
+    """``value`` +- z se, clipped to [0, 1] (every SPEC §7 number is a rate)."""
+    half = z_value(level) * se
+    return max(0.0, value - half), min(1.0, value + half)
+
+
+def hanley_mcneil_se(auc: float, n_members: int, n_nonmembers: int) -> float:
+    """Standard error of an AUC from the AUC and the class counts alone (Hanley & McNeil 1982, eq. 2):
+    SE^2 = [A(1-A) + (n1-1)(Q1-A^2) + (n0-1)(Q2-A^2)] / (n1 n0), Q1 = A/(2-A), Q2 = 2A^2/(1+A)."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = auc * (1 - auc) + (n_members - 1) * (q1 - auc**2) + (n_nonmembers - 1) * (q2 - auc**2)
+    return sqrt(max(variance, 0.0) / (n_members * n_nonmembers))
+
+
+def auc_interval(auc: float, n_members: int, n_nonmembers: int, level: float = LEVEL) -> Interval:
+    """Approximate interval of an AUC: Hanley-McNeil standard error, normal, clipped to [0, 1]."""
+    return normal_interval(auc, hanley_mcneil_se(auc, n_members, n_nonmembers), level)
+
+
+def tpr_se(tpr: float, fpr: float, slope: float, n_members: int, n_nonmembers: int) -> float:
+    """Delta-method standard error of the TPR at a fixed ``fpr`` whose threshold is estimated from the
+    non-members: sqrt(TPR(1-TPR)/n1 + slope^2 fpr(1-fpr)/n0), ``slope`` the ROC's slope at ``fpr``."""
+    return sqrt(tpr * (1 - tpr) / n_members + slope**2 * fpr * (1 - fpr) / n_nonmembers)
+
+
+def secant_slope(result: MetricResult, metric: str) -> float:
+    """A bound on the ROC's slope at ``metric``'s FPR from the table's own numbers (module docstring): for
+    1% the secant from the point at 0.1%, for 0.1% the secant from the origin."""
+    low, high = FPRS["tpr_at_01pct"], FPRS["tpr_at_1pct"]
+    if metric == "tpr_at_1pct":
+        return (result.tpr_at_1pct - result.tpr_at_01pct) / (high - low)
+    return result.tpr_at_01pct / low
+
+
+def tpr_interval(result: MetricResult, metric: str, level: float = LEVEL) -> Interval:
+    """Approximate interval of ``result``'s TPR at 1% or 0.1% FPR (``metric``): delta method with the
+    secant slope, normal, clipped to [0, 1]."""
+    tpr = getattr(result, metric)
+    se = tpr_se(tpr, FPRS[metric], secant_slope(result, metric), result.n_members, result.n_nonmembers)
+    return normal_interval(tpr, se, level)
+
+
+def approximate(result: MetricResult, level: float = LEVEL) -> MetricResult:
+    """``result`` with an approximate interval for every number that has none (its ``interval_method``
+    says which), except a TPR@0.1% from fewer than 1,000 non-members, which stays not measurable. Numbers
+    that have an interval (a bootstrap one) keep it; a result with every interval is returned as it is."""
+    missing = [m for m in METRICS if result.interval(m) is None]
+    if "tpr_at_01pct" in missing and not result.tpr_at_01pct_measurable:
+        missing.remove("tpr_at_01pct")
+    if not missing:
+        return result
+    intervals: dict[str, Any] = {
+        f"{m}_ci": (
+            auc_interval(result.auc, result.n_members, result.n_nonmembers, level)
+            if m == "auc"
+            else tpr_interval(result, m, level)
+        )
+        for m in missing
+    }
+    methods = {**(result.interval_method or {}), **{m: METHODS[m] for m in missing}}
+    return replace(result, **intervals, interval_method=methods)
