@@ -44,7 +44,10 @@ METHODS = {"auc": AUC_METHOD, "tpr_at_1pct": TPR_METHOD, "tpr_at_01pct": TPR_MET
 """The method of each metric's approximate interval, as results files record it (``interval_method``)."""
 DESCRIPTIONS = {
     AUC_METHOD: "AUC: Hanley & McNeil (1982) standard error",
-    TPR_METHOD: "TPR: delta method, the ROC's slope bounded by a secant (conservative for a concave ROC)",
+    TPR_METHOD: (
+        "TPR: delta method, the ROC's slope bounded by a secant (symmetric, where the bootstrap's are "
+        "skewed: their upper ends are mostly lower than the bootstrap's)"
+    ),
 }
 VALIDATION = "benchmarks/results/approx_intervals.md"
 """Where these intervals are measured against bootstrap ones (cited under every table that shows them)."""
