@@ -14,6 +14,7 @@ from ltmia.approx_intervals import (
     approximate,
     auc_interval,
     hanley_mcneil_se,
+    tpr_at_1pct_interval,
     tpr_interval,
     z_value,
 )
@@ -44,6 +45,9 @@ def test_delta_secant_by_hand() -> None:
     # TPR@0.1%: s = 0.006 / 0.001 = 6; Var = 0.006(0.994)/1000 + 36(0.001)(0.999)/1000 = 4.1928e-5,
     #   SE 0.00647518, half-width 0.0126911: the low end clips at 0.
     assert tpr_interval(r, "tpr_at_01pct") == pytest.approx((0.0, 0.006 + 0.0126911), abs=1e-6)
+    # no TPR@0.1% in the table: s = 0.105 / 0.01 = 10.5, Var = 9.3975e-5 + 110.25(0.0099)/1000
+    #   = 1.185450e-3, SE 0.0344304, half-width 0.0674823.
+    assert tpr_at_1pct_interval(0.105, None, 1000, 1000) == pytest.approx((0.0375177, 0.1724823), abs=1e-6)
 
 
 def test_width_shrinks_with_n_and_intervals_clip_to_the_unit_range() -> None:

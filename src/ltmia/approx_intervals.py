@@ -84,21 +84,32 @@ def tpr_se(tpr: float, fpr: float, slope: float, n_members: int, n_nonmembers: i
     return sqrt(tpr * (1 - tpr) / n_members + slope**2 * fpr * (1 - fpr) / n_nonmembers)
 
 
-def secant_slope(result: MetricResult, metric: str) -> float:
-    """A bound on the ROC's slope at ``metric``'s FPR from the table's own numbers (module docstring): for
-    1% the secant from the point at 0.1%, for 0.1% the secant from the origin."""
+def tpr_at_1pct_interval(
+    tpr_1pct: float, tpr_01pct: float | None, n_members: int, n_nonmembers: int, level: float = LEVEL
+) -> Interval:
+    """Approximate interval of a TPR at 1% FPR: delta method, the slope at 1% bounded by the secant from the
+    point at 0.1% (``(TPR@1% - TPR@0.1%) / 0.009``), or from the origin (``TPR@1% / 0.01``) when the table
+    gives no TPR@0.1%."""
     low, high = FPRS["tpr_at_01pct"], FPRS["tpr_at_1pct"]
-    if metric == "tpr_at_1pct":
-        return (result.tpr_at_1pct - result.tpr_at_01pct) / (high - low)
-    return result.tpr_at_01pct / low
+    slope = tpr_1pct / high if tpr_01pct is None else (tpr_1pct - tpr_01pct) / (high - low)
+    return normal_interval(tpr_1pct, tpr_se(tpr_1pct, high, slope, n_members, n_nonmembers), level)
+
+
+def tpr_at_01pct_interval(
+    tpr_01pct: float, n_members: int, n_nonmembers: int, level: float = LEVEL
+) -> Interval:
+    """Approximate interval of a TPR at 0.1% FPR: delta method, the slope bounded by the secant from the
+    origin (``TPR@0.1% / 0.001``). Only a measurement from 1,000 or more non-members has one (SPEC §7)."""
+    fpr = FPRS["tpr_at_01pct"]
+    return normal_interval(tpr_01pct, tpr_se(tpr_01pct, fpr, tpr_01pct / fpr, n_members, n_nonmembers), level)
 
 
 def tpr_interval(result: MetricResult, metric: str, level: float = LEVEL) -> Interval:
-    """Approximate interval of ``result``'s TPR at 1% or 0.1% FPR (``metric``): delta method with the
-    secant slope, normal, clipped to [0, 1]."""
-    tpr = getattr(result, metric)
-    se = tpr_se(tpr, FPRS[metric], secant_slope(result, metric), result.n_members, result.n_nonmembers)
-    return normal_interval(tpr, se, level)
+    """Approximate interval of ``result``'s TPR at 1% or 0.1% FPR (``metric``)."""
+    n1, n0 = result.n_members, result.n_nonmembers
+    if metric == "tpr_at_1pct":
+        return tpr_at_1pct_interval(result.tpr_at_1pct, result.tpr_at_01pct, n1, n0, level)
+    return tpr_at_01pct_interval(result.tpr_at_01pct, n1, n0, level)
 
 
 def approximate(result: MetricResult, level: float = LEVEL) -> MetricResult:
