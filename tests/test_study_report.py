@@ -154,3 +154,25 @@ def test_report_refuses_what_is_not_a_studys_results(tmp_path) -> None:
     with pytest.raises(OutputExistsError, match=r"figure\.png"):
         rerender(results)
     assert (results / "summary.md").read_text() == "Point estimates only.\n"  # refused: nothing rewritten
+
+
+def test_cli_report_re_renders_and_refuses_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    import sys
+
+    from ltmia.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["ltmia", "study", "report", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exited:
+            code = int(exited.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    results = legacy_study(tmp_path / "mini")
+    code, out, _ = run(str(results))
+    assert code == 0 and "re-rendered" in out and "≈" in (results / "summary.md").read_text()
+    code, _, err = run(str(tmp_path / "nowhere"))
+    assert code != 0 and "no results.json" in err and len(err.strip().splitlines()) == 1
