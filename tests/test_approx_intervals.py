@@ -36,18 +36,22 @@ def test_hanley_mcneil_by_hand() -> None:
     assert z_value() == pytest.approx(1.959964, abs=1e-6)
 
 
-def test_delta_secant_by_hand() -> None:
+def test_wilson_delta_secant_by_hand() -> None:
     # offline-full-heldout's lt_mia on qwen2 x manpages: TPR@1% 0.105, TPR@0.1% 0.006, 1000 + 1000.
     # TPR@1%: s = (0.105 - 0.006) / 0.009 = 11; Var = 0.105(0.895)/1000 + 121(0.01)(0.99)/1000
-    #   = 9.3975e-5 + 1.19790e-3 = 1.291875e-3, SE 0.0359427, half-width 1.959964 SE = 0.0704464.
+    #   = 9.3975e-5 + 1.19790e-3 = 1.291875e-3; n_eff = 0.093975 / 1.291875e-3 = 72.7431.
+    #   Wilson, z^2 = 3.841459: centre = (0.105 + z^2/(2 n_eff)) / (1 + z^2/n_eff) = 0.1314045 / 1.0528086
+    #   = 0.1248131; half = z / 1.0528086 * sqrt(0.093975/72.7431 + z^2/(4 n_eff^2)) = 0.0714585.
     r = result(0.799, 0.105, 0.006)
-    assert tpr_interval(r, "tpr_at_1pct") == pytest.approx((0.0345536, 0.1754464), abs=1e-6)
-    # TPR@0.1%: s = 0.006 / 0.001 = 6; Var = 0.006(0.994)/1000 + 36(0.001)(0.999)/1000 = 4.1928e-5,
-    #   SE 0.00647518, half-width 0.0126911: the low end clips at 0.
-    assert tpr_interval(r, "tpr_at_01pct") == pytest.approx((0.0, 0.006 + 0.0126911), abs=1e-6)
+    assert tpr_interval(r, "tpr_at_1pct") == pytest.approx((0.0533546, 0.1962716), abs=1e-6)
+    # TPR@0.1%: s = 0.006 / 0.001 = 6; Var = 0.006(0.994)/1000 + 36(0.001)(0.999)/1000 = 4.1928e-5;
+    #   n_eff = 142.2438, centre 0.0189902, half 0.0180437: skewed up, above 0 (normal: [0, 0.0187]).
+    assert tpr_interval(r, "tpr_at_01pct") == pytest.approx((0.0009465, 0.0370339), abs=1e-6)
     # no TPR@0.1% in the table: s = 0.105 / 0.01 = 10.5, Var = 9.3975e-5 + 110.25(0.0099)/1000
-    #   = 1.185450e-3, SE 0.0344304, half-width 0.0674823.
-    assert tpr_at_1pct_interval(0.105, None, 1000, 1000) == pytest.approx((0.0375177, 0.1724823), abs=1e-6)
+    #   = 1.185450e-3; n_eff = 79.2737, centre 0.1232563, half 0.0683862.
+    assert tpr_at_1pct_interval(0.105, None, 1000, 1000) == pytest.approx((0.0548701, 0.1916426), abs=1e-6)
+    # TPR 0: no variance from the slope (s = 0), n_eff = n1 = 1000: Wilson's [0, z^2 / (n1 + z^2)].
+    assert tpr_at_1pct_interval(0.0, 0.0, 1000, 1000) == pytest.approx((0.0, 3.841459 / 1003.841459), abs=1e-6)
 
 
 def test_width_shrinks_with_n_and_intervals_clip_to_the_unit_range() -> None:
@@ -56,7 +60,7 @@ def test_width_shrinks_with_n_and_intervals_clip_to_the_unit_range() -> None:
     tpr = [tpr_interval(result(0.8, 0.2, 0.05, n, n), "tpr_at_1pct") for n in (100, 1000, 10000)]
     assert tpr[0][1] - tpr[0][0] > tpr[1][1] - tpr[1][0] > tpr[2][1] - tpr[2][0] > 0
     assert auc_interval(0.995, 10, 10)[1] == 1.0  # clipped above
-    assert tpr_interval(result(0.6, 0.02, 0.01, 50, 1000), "tpr_at_1pct")[0] == 0.0  # clipped below
+    assert tpr_interval(result(0.6, 1.0, 1.0, 50, 1000), "tpr_at_1pct")[1] == 1.0  # clipped above
     assert auc_interval(1.0, 100, 100) == (1.0, 1.0)  # Q1 = Q2 = 1: no variance left
 
 

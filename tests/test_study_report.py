@@ -82,8 +82,8 @@ def test_legacy_results_get_approximate_intervals_marked_and_explained(tmp_path)
     assert zeta["auc_ci"] == pytest.approx([0.8594, 0.8906], abs=1e-4)
     assert zeta["interval_method"] == {
         "auc": "hanley-mcneil",
-        "tpr_at_1pct": "delta-secant",
-        "tpr_at_01pct": "delta-secant",
+        "tpr_at_1pct": "wilson-delta-secant",
+        "tpr_at_01pct": "wilson-delta-secant",
     }
     assert json.loads((results / "groups" / "zeta.json").read_text()) == record["groups"]["zeta"]
     group_md = (results / "groups" / "zeta.md").read_text()

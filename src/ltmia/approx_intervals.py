@@ -39,7 +39,7 @@ from typing import Any
 from ltmia.metrics import FPRS, METRICS, Interval, MetricResult
 
 AUC_METHOD = "hanley-mcneil"
-TPR_METHOD = "delta-secant"
+TPR_METHOD = "wilson-delta-secant"
 METHODS = {"auc": AUC_METHOD, "tpr_at_1pct": TPR_METHOD, "tpr_at_01pct": TPR_METHOD}
 """The method of each metric's approximate interval, as results files record it (``interval_method``)."""
 DESCRIPTIONS = {
@@ -84,24 +84,47 @@ def tpr_se(tpr: float, fpr: float, slope: float, n_members: int, n_nonmembers: i
     return sqrt(tpr * (1 - tpr) / n_members + slope**2 * fpr * (1 - fpr) / n_nonmembers)
 
 
+def wilson_interval(p: float, n: float, level: float = LEVEL) -> Interval:
+    """Wilson's score interval of a proportion ``p`` from ``n`` (possibly fractional) trials: asymmetric
+    towards 1/2 and of positive width at p = 0 or 1, where the normal interval collapses to a point."""
+    z2 = z_value(level) ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = sqrt(z2) / (1 + z2 / n) * sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # p inside despite rounding
+
+
+def tpr_wilson_interval(
+    tpr: float, fpr: float, slope: float, n_members: int, n_nonmembers: int, level: float = LEVEL
+) -> Interval:
+    """Wilson interval of a TPR with the delta-method variance (`tpr_se`) folded into an effective number
+    of members, n_eff = TPR(1-TPR) / Var (Korn & Graubard 1998, "Confidence intervals for proportions with
+    small expected number of positive counts estimated from survey data", Survey Methodology 24:193-201):
+    the threshold's noise shrinks n_eff below n1, and Wilson's shape keeps the interval skewed away from
+    0 and of positive width at TPR = 0 (then n_eff = n1)."""
+    variance = tpr_se(tpr, fpr, slope, n_members, n_nonmembers) ** 2
+    n_eff = tpr * (1 - tpr) / variance if 0 < tpr < 1 and variance > 0 else float(n_members)
+    return wilson_interval(tpr, n_eff, level)
+
+
 def tpr_at_1pct_interval(
     tpr_1pct: float, tpr_01pct: float | None, n_members: int, n_nonmembers: int, level: float = LEVEL
 ) -> Interval:
-    """Approximate interval of a TPR at 1% FPR: delta method, the slope at 1% bounded by the secant from the
-    point at 0.1% (``(TPR@1% - TPR@0.1%) / 0.009``), or from the origin (``TPR@1% / 0.01``) when the table
-    gives no TPR@0.1%."""
+    """Approximate interval of a TPR at 1% FPR: `tpr_wilson_interval`, the slope at 1% bounded by the secant
+    from the point at 0.1% (``(TPR@1% - TPR@0.1%) / 0.009``), or from the origin (``TPR@1% / 0.01``) when
+    the table gives no TPR@0.1%."""
     low, high = FPRS["tpr_at_01pct"], FPRS["tpr_at_1pct"]
     slope = tpr_1pct / high if tpr_01pct is None else (tpr_1pct - tpr_01pct) / (high - low)
-    return normal_interval(tpr_1pct, tpr_se(tpr_1pct, high, slope, n_members, n_nonmembers), level)
+    return tpr_wilson_interval(tpr_1pct, high, slope, n_members, n_nonmembers, level)
 
 
 def tpr_at_01pct_interval(
     tpr_01pct: float, n_members: int, n_nonmembers: int, level: float = LEVEL
 ) -> Interval:
-    """Approximate interval of a TPR at 0.1% FPR: delta method, the slope bounded by the secant from the
-    origin (``TPR@0.1% / 0.001``). Only a measurement from 1,000 or more non-members has one (SPEC §7)."""
+    """Approximate interval of a TPR at 0.1% FPR: `tpr_wilson_interval`, the slope bounded by the secant
+    from the origin (``TPR@0.1% / 0.001``). Only a measurement from 1,000 or more non-members has one
+    (SPEC §7)."""
     fpr = FPRS["tpr_at_01pct"]
-    return normal_interval(tpr_01pct, tpr_se(tpr_01pct, fpr, tpr_01pct / fpr, n_members, n_nonmembers), level)
+    return tpr_wilson_interval(tpr_01pct, fpr, tpr_01pct / fpr, n_members, n_nonmembers, level)
 
 
 def tpr_interval(result: MetricResult, metric: str, level: float = LEVEL) -> Interval:
