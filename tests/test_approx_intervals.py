@@ -51,7 +51,9 @@ def test_wilson_delta_secant_by_hand() -> None:
     #   = 1.185450e-3; n_eff = 79.2737, centre 0.1232563, half 0.0683862.
     assert tpr_at_1pct_interval(0.105, None, 1000, 1000) == pytest.approx((0.0548701, 0.1916426), abs=1e-6)
     # TPR 0: no variance from the slope (s = 0), n_eff = n1 = 1000: Wilson's [0, z^2 / (n1 + z^2)].
-    assert tpr_at_1pct_interval(0.0, 0.0, 1000, 1000) == pytest.approx((0.0, 3.841459 / 1003.841459), abs=1e-6)
+    assert tpr_at_1pct_interval(0.0, 0.0, 1000, 1000) == pytest.approx(
+        (0.0, 3.841459 / 1003.841459), abs=1e-6
+    )
 
 
 def test_width_shrinks_with_n_and_intervals_clip_to_the_unit_range() -> None:
@@ -79,6 +81,31 @@ def test_approximate_fills_only_missing_intervals_and_keeps_unmeasurable_ones_em
     partly = approximate(result(0.8, 0.1, 0.01, auc_ci=(0.78, 0.82)))
     assert partly.auc_ci == (0.78, 0.82) and not partly.approximate("auc")
     assert partly.interval_method == {"tpr_at_1pct": TPR_METHOD, "tpr_at_01pct": TPR_METHOD}
+
+
+def test_approximate_recomputes_intervals_of_an_earlier_method_and_keeps_bootstrap_ones() -> None:
+    # a results file rendered by an earlier method (the symmetric "delta-secant" TPR intervals): its
+    # approximate intervals are recomputed from the numbers, the bootstrap AUC interval stays.
+    old = {"tpr_at_1pct": "delta-secant", "tpr_at_01pct": "delta-secant"}
+    stale = result(
+        0.799,
+        0.105,
+        0.006,
+        auc_ci=(0.78, 0.82),
+        tpr_at_1pct_ci=(0.035, 0.175),
+        tpr_at_01pct_ci=(0.0, 0.019),
+        interval_method=old,
+    )
+    redone = approximate(stale)
+    assert redone.auc_ci == (0.78, 0.82) and not redone.approximate("auc")
+    assert redone.tpr_at_1pct_ci == pytest.approx((0.0533546, 0.1962716), abs=1e-6)  # by hand above
+    assert redone.tpr_at_01pct_ci == pytest.approx((0.0009465, 0.0370339), abs=1e-6)
+    assert redone.interval_method == {"tpr_at_1pct": TPR_METHOD, "tpr_at_01pct": TPR_METHOD}
+    assert approximate(redone) == redone
+    # an approximate TPR@0.1% from fewer than 1,000 non-members is dropped: not a measurement (SPEC §7)
+    unmeasurable = result(0.9, 0.4, 0.1, 720, 720, tpr_at_01pct_ci=(0.0, 0.3), interval_method=old)
+    dropped = approximate(unmeasurable)
+    assert dropped.tpr_at_01pct_ci is None and "tpr_at_01pct" not in (dropped.interval_method or {})
 
 
 def test_interval_method_round_trips_and_is_absent_from_bootstrap_records() -> None:

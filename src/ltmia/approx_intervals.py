@@ -136,21 +136,21 @@ def tpr_interval(result: MetricResult, metric: str, level: float = LEVEL) -> Int
 
 
 def approximate(result: MetricResult, level: float = LEVEL) -> MetricResult:
-    """``result`` with an approximate interval for every number that has none (its ``interval_method``
-    says which), except a TPR@0.1% from fewer than 1,000 non-members, which stays not measurable. Numbers
-    that have an interval (a bootstrap one) keep it; a result with every interval is returned as it is."""
-    missing = [m for m in METRICS if result.interval(m) is None]
-    if "tpr_at_01pct" in missing and not result.tpr_at_01pct_measurable:
-        missing.remove("tpr_at_01pct")
-    if not missing:
-        return result
-    intervals: dict[str, Any] = {
-        f"{m}_ci": (
+    """``result`` with an approximate interval for every number that has none or an approximate one (its
+    ``interval_method`` says which), except a TPR@0.1% from fewer than 1,000 non-members, which stays not
+    measurable. An approximate interval is a function of the numbers alone, so one rendered by an earlier
+    method is computed again with this one; bootstrap intervals are kept, and a result with only bootstrap
+    intervals is returned as it is."""
+    redone = [m for m in METRICS if result.interval(m) is None or result.approximate(m)]
+    missing = [m for m in redone if m != "tpr_at_01pct" or result.tpr_at_01pct_measurable]
+    if not missing and result.interval_method is None:
+        return result  # bootstrap intervals only (and perhaps an unmeasurable TPR@0.1%): nothing to do
+    intervals: dict[str, Any] = {f"{m}_ci": None for m in redone}  # an unmeasurable one stays empty
+    for m in missing:
+        intervals[f"{m}_ci"] = (
             auc_interval(result.auc, result.n_members, result.n_nonmembers, level)
             if m == "auc"
             else tpr_interval(result, m, level)
         )
-        for m in missing
-    }
-    methods = {**(result.interval_method or {}), **{m: METHODS[m] for m in missing}}
-    return replace(result, **intervals, interval_method=methods)
+    methods = {m: METHODS[m] for m in missing}
+    return replace(result, **intervals, interval_method=methods or None)

@@ -298,9 +298,10 @@ def rerender(results_dir: Path) -> dict[str, Evaluation]:
     no per-text scores): ``ltmia study report``. Returns {group: Evaluation}.
 
     Numbers without an interval (results rendered before ltmia had intervals, whose per-text scores are
-    gone) get approximate ones (``ltmia.approx_intervals.approximate``), recorded in ``results.json`` and the
-    group JSONs with their ``interval_method`` and shown marked ≈; bootstrap intervals, comparisons and
-    every point estimate stay as they are. The ROC plots need the scores, so they are left as they are.
+    gone) get approximate ones (``ltmia.approx_intervals.approximate``; those of an earlier render are
+    computed again, so they follow the current method), recorded in ``results.json`` and the group JSONs
+    with their ``interval_method`` and shown marked ≈; bootstrap intervals, comparisons and every point
+    estimate stay as they are. The ROC plots need the scores, so they are left as they are.
     ``results_dir`` must be ltmia's study results (``claim_results``); nothing else in it is touched.
     """
     results_dir = Path(results_dir)
