@@ -209,7 +209,8 @@ def main() -> None:
         "# Approximate intervals against bootstrap intervals",
         "",
         "`PYTHONPATH=src python benchmarks/approx_intervals.py` (`approx_intervals.json` has every case). "
-        "Approximate: Hanley & McNeil (1982) for AUC, delta method with a secant slope for TPR "
+        "Approximate: Hanley & McNeil (1982) for AUC; for TPR a Wilson interval with the delta-method "
+        "variance (secant slope) as an effective member count (Korn & Graubard 1998) "
         "(`ltmia.approx_intervals`), from each number and its class counts alone. Bootstrap: ltmia's "
         "stratified percentile bootstrap (1,000 resamples, seed 0). committed: every group of a committed "
         "`results/*/results.json` with bootstrap intervals; cache: every per-combo score file of "
