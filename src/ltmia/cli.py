@@ -654,6 +654,19 @@ def study_run(
     _run_study(config, cache, results, seed, device, backend, address, workers)
 
 
+@study_app.command("report")
+def study_report(
+    results: Annotated[Path, typer.Argument(help="A study's results directory (with its results.json).")],
+) -> None:
+    """Render a study's summary.md and group tables again from its results.json alone; numbers without an
+    interval (per-text scores not kept) get approximate ones, marked ≈."""
+    from ltmia.study.report import rerender, rich_table
+
+    table = rerender(results)
+    console.print(rich_table(table, f"AUC per group, {results}"))
+    console.print(f"re-rendered {results}/summary.md and its group tables from results.json")
+
+
 def _run_study(
     config: str,
     cache: Path,

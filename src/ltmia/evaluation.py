@@ -25,6 +25,7 @@ from matplotlib.figure import Figure  # no pyplot: no global state, no display b
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ltmia.approx_intervals import DESCRIPTIONS, LEVEL, VALIDATION
 from ltmia.artefacts import atomic_path, claim_output, record_output, write_json, write_text
 from ltmia.attacks import ATTACKS, score
 from ltmia.errors import InputError, OutputExistsError
@@ -131,6 +132,12 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"best": self.best, "runner_up": self.runner_up, **self.difference.to_dict()}
 
+    @classmethod
+    def from_dict(cls, metric: str, record: Mapping) -> Comparison:
+        """Inverse of `to_dict` for ``metric``."""
+        difference = Difference(float(record["delta"]), float(record["low"]), float(record["high"]))
+        return cls(metric, str(record["best"]), str(record["runner_up"]), difference)
+
     def text(self) -> str:
         d = self.difference
         return f"{self.best} − {self.runner_up} {d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
@@ -153,6 +160,19 @@ class Evaluation:
             record["bootstrap"] = self.bootstrap.record()
             record["comparisons"] = {m: c.to_dict() for m, c in self.comparisons.items()}
         return record
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> Evaluation:
+        """Inverse of `record` (a results file's group or store), for re-rendering its tables without the
+        per-text scores; a record without intervals reads with none."""
+        results = {a: MetricResult.from_dict(r) for a, r in record["metrics"].items()}
+        found = record.get("comparisons", {})
+        comparisons = {m: Comparison.from_dict(m, found[m]) for m in METRICS if m in found}
+        boot = record.get("bootstrap")
+        bootstrap = (
+            None if boot is None else Bootstrap(int(boot["replicates"]), int(boot["seed"]), boot["level"])
+        )
+        return cls(str(record["title"]), results, comparisons, bootstrap)
 
     def table(self) -> Table:
         """Attacks as rows, best AUC first: the table of `ltmia evaluate`, `baselines` and the audit."""
@@ -269,10 +289,13 @@ def unmeasurable(result: MetricResult, metric: str) -> bool:
 
 
 def metric_text(result: MetricResult, metric: str) -> str:
-    """ "0.848 [0.831, 0.865]": the value, † when it is not a measurement (SPEC §7), its interval if any."""
+    """ "0.848 [0.831, 0.865]": the value, † when it is not a measurement (SPEC §7), its interval if any,
+    marked ≈ when it is an approximate one (``ltmia.approx_intervals``), not a bootstrap one."""
     text = f"{getattr(result, metric):.3f}" + ("†" if unmeasurable(result, metric) else "")
     interval = result.interval(metric)
-    return text if interval is None else f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    if interval is None:
+        return text
+    return f"{text} {'≈' * result.approximate(metric)}[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def clear_best(results: Mapping[str, MetricResult], metric: str) -> str | None:
@@ -291,11 +314,22 @@ def clear_best(results: Mapping[str, MetricResult], metric: str) -> str | None:
 def notes(results: Sequence[MetricResult], bootstrap: Bootstrap | None, bold: str) -> list[str]:
     """What the marks of a metric table mean."""
     out = []
+    rule = f"Bold: {bold}, only when its interval excludes the runner-up's value."
     if bootstrap is not None:
         out.append(
             f"[low, high]: {bootstrap.level:.0%} stratified bootstrap interval ({bootstrap.replicates} "
-            f"resamples of members and non-members, seed {bootstrap.seed}). Bold: {bold}, only when its "
-            "interval excludes the runner-up's value."
+            f"resamples of members and non-members, seed {bootstrap.seed}). {rule}"
+        )
+    methods = list(
+        dict.fromkeys((r.interval_method or {})[m] for m in METRICS for r in results if r.approximate(m))
+    )
+    if methods:
+        out.append(
+            f"≈[low, high]: approximate {LEVEL:.0%} interval from the number and its class counts alone (the "
+            "per-text scores were not kept, so no bootstrap): "
+            + "; ".join(DESCRIPTIONS[m] for m in methods)
+            + f"; compared with bootstrap intervals in {VALIDATION}."
+            + ("" if bootstrap is not None else f" {rule}")
         )
     if any(unmeasurable(r, "tpr_at_01pct") for r in results):
         out.append(
@@ -341,7 +375,8 @@ def comparison_table(
 ) -> Table:
     """One row per evaluation (a study's groups), one column per attack, for one metric; then the paired
     best - runner-up difference, and ``extra`` (e.g. the paper's figure) when given."""
-    columns = ["group", "n (m/nm)", *attacks, "best − runner-up"] + (["paper LT-MIA"] if extra else [])
+    paired = any(e.bootstrap is not None for e in rows.values())  # approximate intervals are not paired
+    columns = ["group", "n (m/nm)", *attacks] + ["best − runner-up"] * paired + ["paper LT-MIA"] * bool(extra)
     table_rows = []
     for name, evaluation in rows.items():
         results = {a: evaluation.results[a] for a in attacks if a in evaluation.results}
@@ -355,8 +390,7 @@ def comparison_table(
                 Cell(metric_text(results[a], metric), bold=best == a) if a in results else Cell("")
                 for a in attacks
             ),
-            Cell(comparison.text() if comparison else ""),
-        ]
+        ] + [Cell(comparison.text() if comparison else "")] * paired
         table_rows.append(row + ([Cell(extra.get(name, ""))] if extra else []))
     bootstraps = [e.bootstrap for e in rows.values() if e.bootstrap is not None]
     every = [r for e in rows.values() for r in e.results.values()]

@@ -63,7 +63,9 @@ Interval = tuple[float, float]
 @dataclass(frozen=True)
 class MetricResult:
     """SPEC §7's numbers for one set of scores, with the class counts they rest on, and (when bootstrapped)
-    a ``(low, high)`` interval for each number."""
+    a ``(low, high)`` interval for each number. ``interval_method`` names, per metric, an interval that is
+    not a bootstrap one (``ltmia.approx_intervals``: from the numbers alone, for tables whose per-text scores
+    are gone); None for bootstrap intervals, so their records read and write as before."""
 
     auc: float
     tpr_at_1pct: float
@@ -73,6 +75,7 @@ class MetricResult:
     auc_ci: Interval | None = None
     tpr_at_1pct_ci: Interval | None = None
     tpr_at_01pct_ci: Interval | None = None
+    interval_method: Mapping[str, str] | None = None
 
     @property
     def tpr_at_01pct_measurable(self) -> bool:
@@ -80,8 +83,12 @@ class MetricResult:
         return self.n_nonmembers >= MIN_NONMEMBERS_FOR_01PCT
 
     def interval(self, metric: str) -> Interval | None:
-        """The interval of ``metric`` (one of `METRICS`), None when not bootstrapped."""
+        """The interval of ``metric`` (one of `METRICS`), None when it has none."""
         return getattr(self, f"{metric}_ci")
+
+    def approximate(self, metric: str) -> bool:
+        """Whether ``metric``'s interval is an approximate one (``interval_method``), not a bootstrap one."""
+        return self.interval(metric) is not None and metric in (self.interval_method or {})
 
     def to_dict(self) -> dict:
         """All fields plus ``tpr_at_01pct_measurable``, JSON-ready; intervals only when present, so a record
@@ -96,11 +103,13 @@ class MetricResult:
             f"{m}_ci": tuple(record[f"{m}_ci"]) for m in METRICS if record.get(f"{m}_ci") is not None
         }
         values: dict[str, Any] = {m: float(record[m]) for m in METRICS}
+        method = record.get("interval_method")
         return cls(
             **values,
             n_members=int(record["n_members"]),
             n_nonmembers=int(record["n_nonmembers"]),
             **intervals,
+            interval_method=dict(method) if method else None,
         )
 
 

@@ -11,17 +11,24 @@ and the split fingerprint (SHA-256 over every member/non-member text hash) of ea
 The results directory is the user's choice (``--results``), so ltmia writes there only when it is new,
 empty or its own earlier results (``ltmia.artefacts.claim_output``), and re-rendering removes only the group
 files ltmia wrote before (a group may have been renamed), never anything else.
+
+``ltmia study report`` (`rerender`) renders the tables again from ``results.json`` alone; results from before
+ltmia had intervals, whose per-text scores are gone, get approximate intervals there (``≈``,
+``ltmia.approx_intervals``), and bootstrap ones stay as they are.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 from rich.table import Table
 
+from ltmia.approx_intervals import approximate
 from ltmia.artefacts import (
     claim_output,
     read_json,
@@ -32,7 +39,8 @@ from ltmia.artefacts import (
     write_json,
     write_text,
 )
-from ltmia.errors import OutputExistsError
+from ltmia.attacks import ATTACKS
+from ltmia.errors import InputError, OutputExistsError
 from ltmia.evaluation import (
     LABELS,
     LT_MIA,
@@ -46,6 +54,7 @@ from ltmia.evaluation import (
     slugify,
     write_results,
 )
+from ltmia.metrics import METRICS
 from ltmia.study.config import Combo
 from ltmia.study.stages import StudyPlan
 
@@ -202,25 +211,134 @@ def attacks_in(table: dict[str, Evaluation]) -> list[str]:
 
 def summary_markdown(plan: StudyPlan, table: dict[str, Evaluation]) -> str:
     config = plan.config
+    papers = {name: group.paper for name, group in config.groups.items()}
+    return study_markdown(config.name, config.description, config.config_hash, config.seed, papers, table)
+
+
+def intervals_line(name: str, table: dict[str, Evaluation]) -> str:
+    """The summary's sentence on its intervals: bootstrap ones, approximate ones (``≈``, where the per-text
+    scores were not kept), or both."""
+    approximate = any(r.approximate(m) for e in table.values() for r in e.results.values() for m in METRICS)
+    bootstrapped = any(e.bootstrap is not None for e in table.values())
+    if not approximate:
+        return (
+            "Each number has its bootstrap interval (notes below each table); 'best − runner-up' is the "
+            "paired-bootstrap difference of each row's two best attacks."
+        )
+    if not bootstrapped:
+        return (
+            "Each number has an approximate 95% interval, marked ≈ (notes below each table): the per-text "
+            "scores of this study were not kept, so its intervals come from each number and its class counts "
+            "alone, not from a bootstrap, and no paired best − runner-up difference can be drawn. "
+            f"`ltmia study run {name}` recomputes the scores and renders bootstrap intervals."
+        )
+    return (
+        "Each number has its 95% interval (notes below each table): a bootstrap interval where the per-text "
+        "scores were kept, else an approximate one marked ≈, from the number and its class counts alone; "
+        "'best − runner-up' is the paired-bootstrap difference of a row's two best attacks, where it has "
+        "scores."
+    )
+
+
+def study_markdown(
+    name: str,
+    description: str,
+    config_hash: str,
+    seed: int,
+    papers: Mapping[str, Mapping[str, float]],
+    table: dict[str, Evaluation],
+) -> str:
+    """A study's ``summary.md``: per SPEC §7 metric, the groups x attacks table (``papers``: the paper's
+    figures per group and metric, where the config gives them)."""
     attacks = attacks_in(table)
     lines = [
-        f"# Study `{config.name}`",
+        f"# Study `{name}`",
         "",
-        config.description.strip(),
+        description.strip(),
         "",
-        f"Config hash `{config.config_hash[:16]}`, split seed {config.seed}. Groups pool every "
-        "member/non-member row of their combos. Each number has its bootstrap interval (notes below each "
-        "table); 'best − runner-up' is the paired-bootstrap difference of each row's two best attacks.",
+        f"Config hash `{config_hash[:16]}`, split seed {seed}. Groups pool every member/non-member row of "
+        f"their combos. {intervals_line(name, table)}",
         "",
     ]
     for metric, label in LABELS.items():
-        paper = {name: str(g.paper[metric]) for name, g in config.groups.items() if metric in g.paper}
+        paper = {group: str(figures[metric]) for group, figures in papers.items() if metric in figures}
         lines += [
             f"## {label}",
             "",
             render(comparison_table(table, metric, attacks, paper or None), "markdown"),
         ]
     return "\n".join(lines)
+
+
+def in_order(names: Iterable[str], first: Iterable[str]) -> list[str]:
+    """``names`` with those in ``first`` first, in its order, then the others in theirs."""
+    names = list(names)
+    listed = [name for name in dict.fromkeys(first) if name in names]
+    return listed + [name for name in names if name not in listed]
+
+
+def study_order(results_dir: Path, record: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The groups and the attacks of a results record in the order ``write_report`` gave them (the JSON
+    sorts them by name): groups and classifiers as the results' ``config.toml`` lists them, then the
+    one-pass baselines in registry order, then the others (the costly attacks) by name, as their stage
+    records them."""
+    try:
+        config = tomllib.loads((results_dir / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    groups = in_order(record["groups"], config.get("groups", {}))
+    classifiers = list(config.get("classifiers", {}))
+    lt_mia = [attack_name(name, len(classifiers)) for name in classifiers]
+    attacks = [a for group in record["groups"].values() for a in group["metrics"]]
+    return groups, in_order(attacks, [*lt_mia, *ATTACKS.names()])
+
+
+def rerender(results_dir: Path) -> dict[str, Evaluation]:
+    """Render a study's ``summary.md`` and group tables again from its ``results.json`` alone (no cache,
+    no per-text scores): ``ltmia study report``. Returns {group: Evaluation}.
+
+    Numbers without an interval (results rendered before ltmia had intervals, whose per-text scores are
+    gone) get approximate ones (``ltmia.approx_intervals.approximate``; those of an earlier render are
+    computed again, so they follow the current method), recorded in ``results.json`` and the group JSONs
+    with their ``interval_method`` and shown marked ≈; bootstrap intervals, comparisons and every point
+    estimate stay as they are. The ROC plots need the scores, so they are left as they are.
+    ``results_dir`` must be ltmia's study results (``claim_results``); nothing else in it is touched.
+    """
+    results_dir = Path(results_dir)
+    claim_results(results_dir, create=False)
+    path = results_dir / "results.json"
+    if not path.is_file():
+        raise InputError(f"{results_dir} holds no results.json; give the results directory of a study")
+    record = cast(dict, read_json(path, "run the study again (ltmia study run)"))
+    if not isinstance(record, dict) or not isinstance(record.get("groups"), dict):
+        raise InputError(
+            f"{path} is not a study's results (no groups); give the results directory of a study"
+        )
+    before = claim_results(results_dir)
+    order, attacks = study_order(results_dir, record)
+    table: dict[str, Evaluation] = {}
+    groups: dict[str, dict] = {}
+    for name in order:
+        table[name] = Evaluation.from_record(record["groups"][name])
+        results = table[name].results
+        table[name].results = {a: approximate(results[a]) for a in attacks if a in results}
+        metrics = {a: r.to_dict() for a, r in table[name].results.items()}
+        groups[name] = {**record["groups"][name], "metrics": metrics}
+    slugs = [slugify(name) for name in order]
+    written = ["results.json", "summary.md", *(f"groups/{s}.{ext}" for s in slugs for ext in ("json", "md"))]
+    record_output(results_dir, RESULTS, [*before, *written])
+    for name, slug in zip(order, slugs, strict=True):
+        write_json(results_dir / "groups" / f"{slug}.json", groups[name])
+        write_text(results_dir / "groups" / f"{slug}.md", render(table[name].table(), "markdown"))
+    write_json(path, {**record, "groups": groups})
+    seed = record.get("provenance", {}).get("seeds", {}).get("splits", "?")
+    papers = {name: groups[name].get("paper") or {} for name in order}
+    name = str(record.get("study", results_dir.name))
+    summary = study_markdown(
+        name, str(record.get("description", "")), str(record.get("config_hash", "")), seed, papers, table
+    )
+    write_text(results_dir / "summary.md", summary)
+    return table
 
 
 def rich_table(table: dict[str, Evaluation], title: str) -> Table:
