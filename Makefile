@@ -66,7 +66,7 @@ lint: install
 
 # The quick benchmarks; the others are listed with their cost or what they need and run by hand (commands in
 # their docstrings). tests/test_makefile.py checks that every benchmarks/*.py is in exactly one list.
-BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling bootstrap_speed
+BENCHMARKS := train_speed extract_speed classifier_speed ray_scaling bootstrap_speed approx_intervals
 LONG_BENCHMARKS := zoo_pretrain (pretrains the whole zoo, ~1 h) | seed_spread (3 cold demos, ~20 min) | \
   real_speed (real LMs, ~25 min, make install-real) | real_effects (fine-tunes SmolLM2 and Gemma-3, ~2 h) | \
   costly_attacks (every costly attack on real_effects' SmolLM2 store, ~1 h) | \
