@@ -4,13 +4,22 @@ For SmolLM2-135M (V = 49,152) and Gemma-3-270M (V = 262,144), each in fp32 and u
 
 - a fine-tuning step (batch 16 x 128 tokens, AdamW; forward + backward + optimiser step), full and LoRA;
 - extraction of 16 texts (``ltmia.signals.extract``: both models' forward passes, the 154 features and every
-  baseline's token stats) against the two bare forward passes it needs: the ratio b / a (goal <= 1.10);
-- the peak resident memory of each measurement, which runs in a process of its own.
+  baseline's token stats) against the two bare forward passes it needs (full forward, float32 logits): the
+  ratio b / a (goal <= 1.10). With ``--compare-materialised`` also extraction with every LM head run whole
+  (``ltmia.lm_head`` off: the path before the deferred head), c / a, and the two forward passes with their
+  heads deferred (``hidden_only``: what extraction spends outside the LM head and the features). The runs
+  alternate (a b [c d] a b [c d] ...), so a machine whose load changes weighs on all alike, and each records
+  its process CPU time beside its wall time (``cpu_times``: steadier on a shared machine);
+- the peak resident memory of each measurement, which runs in a process of its own; for extraction also the
+  peak after the extraction warm-up alone (``peak_rss_extract_mib``: before any bare pass or the
+  materialised path ran).
 
 Timings are the median of ``--repeats`` after one warm-up; ``cpu_busy`` before each records whether the
 machine was idle. Texts are real (python-docs), every sequence padded to 128 tokens as SPEC §2 does.
+Results replace the entries of the same model, precision and measurement in ``--out`` and keep the others.
 
     PYTHONPATH=src python benchmarks/real_speed.py [--models smollm2-135m gemma3-270m] [--repeats 2]
+        [--what train extract] [--precisions fp32 bf16] [--compare-materialised]
 """
 
 from __future__ import annotations
@@ -77,11 +86,13 @@ def train_step(model_name: str, mode: str, precision: str, repeats: int) -> dict
     return {"seconds_per_step": seconds, "steps_per_second": 1 / seconds, "times": times, "idle_before": idle}
 
 
-def extraction(model_name: str, precision: str, repeats: int, budget_mib: int) -> dict:
+def extraction(model_name: str, precision: str, repeats: int, budget_mib: int, materialised: bool) -> dict:
+    from ltmia import lm_head
     from ltmia.data import encode
     from ltmia.device import autocast, float32_head
     from ltmia.models import load_causal_lm, load_tokenizer
     from ltmia.signals import extract
+    from ltmia.tokenstats import HEAD_BLOCK_POSITIONS
 
     spec = f"packaged:{model_name}"
     tokenizer = load_tokenizer(spec)
@@ -89,6 +100,7 @@ def extraction(model_name: str, precision: str, repeats: int, budget_mib: int) -
     batch = texts()
     ids, mask = encode(tokenizer, batch, "text", LENGTH, "never")
     cpu = torch.device("cpu")
+    deferrable = lm_head.DEFERRABLE
 
     @torch.no_grad()
     def bare() -> None:
@@ -101,17 +113,59 @@ def extraction(model_name: str, precision: str, repeats: int, budget_mib: int) -
             target, reference, tokenizer, batch, precision=precision, memory_budget_bytes=budget_mib << 20
         )
 
+    @torch.no_grad()
+    def hidden_only() -> None:
+        for model in (target, reference):
+            lm_head.forward_logits(model, ids, mask, precision, HEAD_BLOCK_POSITIONS)
+
+    def whole_heads() -> None:
+        lm_head.DEFERRABLE = frozenset()
+        try:
+            full()
+        finally:
+            lm_head.DEFERRABLE = deferrable
+
     idle = cpu_busy() < 0.15
-    a, a_times = median_seconds(bare, repeats)
-    b, b_times = median_seconds(full, repeats)
-    return {
+    steps = {"extract": full, "bare": bare}
+    if materialised:
+        steps |= {"materialised": whole_heads, "hidden_only": hidden_only}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    cpu_times: dict[str, list[float]] = {name: [] for name in steps}
+    full()  # warm-up
+    peak_extract = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for name, step in steps.items():
+        if name != "extract":
+            step()  # warm-up
+    for _ in range(repeats):
+        for name, step in steps.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            step()
+            times[name].append(time.perf_counter() - started)
+            cpu_times[name].append(time.process_time() - started_cpu)
+    a, b = statistics.median(times["bare"]), statistics.median(times["extract"])
+    result = {
         "bare_forward_seconds": a,
         "extract_seconds": b,
         "ratio_b_over_a": b / a,
-        "times": {"bare": a_times, "extract": b_times},
+        "times": times,
+        "cpu_times": cpu_times,
+        "cpu_ratio_b_over_a": statistics.median(cpu_times["extract"]) / statistics.median(cpu_times["bare"]),
         "memory_budget_mib": budget_mib,
+        "head_deferred": lm_head.deferral_blocker(target) is None,
+        "valid_positions": int(mask[:, 1:].sum()),
+        "peak_rss_extract_mib": peak_extract,
         "idle_before": idle,
     }
+    if materialised:
+        c = statistics.median(times["materialised"])
+        result |= {
+            "materialised_extract_seconds": c,
+            "ratio_c_over_a": c / a,
+            "cpu_ratio_c_over_a": statistics.median(cpu_times["materialised"])
+            / statistics.median(cpu_times["bare"]),
+            "hidden_only_seconds": statistics.median(times["hidden_only"]),
+        }
+    return result
 
 
 def run_one(config: dict) -> dict:
@@ -119,9 +173,28 @@ def run_one(config: dict) -> dict:
     if config["what"] == "train":
         result = train_step(config["model"], config["mode"], config["precision"], config["repeats"])
     else:
-        result = extraction(config["model"], config["precision"], config["repeats"], config["budget_mib"])
+        result = extraction(
+            config["model"],
+            config["precision"],
+            config["repeats"],
+            config["budget_mib"],
+            config.get("materialised", False),
+        )
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {**config, **result}
+
+
+def identity(result: dict) -> tuple:
+    """What a result measures: entries with the same identity replace one another in the JSON."""
+    return result["model"], result["precision"], result["what"], result.get("mode")
+
+
+def merged(out: Path, results: list[dict]) -> list[dict]:
+    """The results already in ``out`` with those measured again replaced, in their order, then new ones."""
+    fresh = {identity(r): r for r in results}
+    old = json.loads(out.read_text())["results"] if out.exists() else []
+    kept = [fresh.pop(identity(r), r) for r in old]
+    return kept + list(fresh.values())
 
 
 def main() -> None:
@@ -132,6 +205,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-mib", type=int, default=8192, help="extraction memory budget")
+    parser.add_argument("--what", nargs="+", choices=["train", "extract"], default=["train", "extract"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument(
+        "--compare-materialised",
+        action="store_true",
+        help="also time extraction with every LM head run whole (the path before ltmia.lm_head)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a JSON config: run it here and print the result
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -142,10 +222,13 @@ def main() -> None:
 
     configs = []
     for model in args.models:
-        for precision in ("fp32", "bf16"):
+        for precision in args.precisions:
             base = {"model": model, "precision": precision, "repeats": args.repeats, "threads": args.threads}
-            configs += [{**base, "what": "train", "mode": mode} for mode in ("full", "lora")]
-            configs.append({**base, "what": "extract", "budget_mib": args.budget_mib})
+            if "train" in args.what:
+                configs += [{**base, "what": "train", "mode": mode} for mode in ("full", "lora")]
+            if "extract" in args.what:
+                extract = {**base, "what": "extract", "budget_mib": args.budget_mib}
+                configs.append(extract | ({"materialised": True} if args.compare_materialised else {}))
     results = []
     for config in configs:
         started = time.perf_counter()
@@ -168,7 +251,10 @@ def main() -> None:
     }
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(
-        json.dumps({"machine": machine, "batch": BATCH, "length": LENGTH, "results": results}, indent=2)
+        json.dumps(
+            {"machine": machine, "batch": BATCH, "length": LENGTH, "results": merged(args.out, results)},
+            indent=2,
+        )
         + "\n"
     )
     print(f"wrote {args.out}")

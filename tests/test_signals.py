@@ -8,10 +8,11 @@ from dataclasses import fields
 import pytest
 import torch
 
+from ltmia import lm_head
 from ltmia.data import SEQ_LEN
 from ltmia.errors import InputError
 from ltmia.features import count_greater
-from ltmia.signals import extract, sub_batch_size
+from ltmia.signals import extract, head_block_positions, sub_batch_size
 from ltmia.store import Rows, StoreSettings, store_plan
 from ltmia.tokenstats import TokenStats
 from ltmia.zoo.architectures import ZooSize, build_model
@@ -59,7 +60,13 @@ def test_results_do_not_depend_on_the_memory_budget(models, tokenizer, texts, ca
 
 
 @pytest.mark.slow
-def test_forward_passes_stay_within_the_budget(models, tokenizer, texts) -> None:
+@pytest.mark.parametrize("deferred", [True, False])
+def test_forward_passes_stay_within_the_budget(models, tokenizer, texts, deferred, monkeypatch) -> None:
+    """Deferred heads: 2^18 bytes leave 2^17 for the passes, 2 x 16 x 512 x 4 = 2^16 of them to the logit
+    blocks (16 positions each) and 2^15 per text of hidden states (2 x 128 x 32 x 4): 2 texts per pass.
+    Materialised logits: twice the logits of 2 texts gives 2 texts per pass too."""
+    if not deferred:
+        monkeypatch.setattr(lm_head, "DEFERRABLE", frozenset())
     target, reference = models
     seen = []
     hook = target.register_forward_pre_hook(
@@ -73,7 +80,7 @@ def test_forward_passes_stay_within_the_budget(models, tokenizer, texts) -> None
             tokenizer,
             texts,
             batch_size=3,
-            memory_budget_bytes=2 * logits_bytes(2),
+            memory_budget_bytes=2**18 if deferred else 2 * logits_bytes(2),
             on_batch=done.append,
         )
     finally:
@@ -89,6 +96,17 @@ def test_sub_batch_size() -> None:
     assert sub_batch_size(16, 128, 256_000, 2**20) == 1  # below one text: one at a time (and a warning)
     with pytest.raises(InputError, match="positive"):
         sub_batch_size(16, 128, 4096, 0)
+    # deferred heads hold 640 KiB of hidden states per text (H = 640) beside 256 MiB of logit blocks
+    assert sub_batch_size(16, 128, 262_144, gib, (640, 640)) == 16
+    assert sub_batch_size(512, 128, 262_144, gib, (640, 640)) == 409  # (512 - 256) MiB / 640 KiB
+    assert sub_batch_size(16, 128, 262_144, gib, (640, None)) == 1  # one model's logits: 128 MiB per text
+
+
+def test_head_blocks_take_a_quarter_of_the_budget() -> None:
+    gib = 2**30
+    assert head_block_positions(262_144, gib) == 128  # 2 x 128 x 1 MiB = 256 MiB
+    assert head_block_positions(49_152, gib) == 512  # capped: more rows no longer speed the product up
+    assert head_block_positions(262_144, 1) == 1
 
 
 def test_memory_budget_is_a_setting_but_not_part_of_the_store_plan() -> None:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ltmia.tokenstats import (
     CHUNK_BYTES,
+    Logits,
     TokenStats,
     auto_chunk_positions,
     chunk_stats,
@@ -213,8 +214,8 @@ def global_block(ce_t: Tensor, ce_r: Tensor, valid: Tensor) -> Tensor:
 
 
 def lt_features_and_stats(
-    target_logits: Tensor,
-    reference_logits: Tensor,
+    target_logits: Logits,
+    reference_logits: Logits,
     input_ids: Tensor,
     attention_mask: Tensor,
     k: int = 20,
@@ -228,7 +229,8 @@ def lt_features_and_stats(
     is appended, so the mask's last entry is always False. Logits are assumed finite; needs V > k.
 
     Positions go ``chunk_positions`` at a time, by default as many as keep the (chunk, V) scratch within
-    ``memory_budget_bytes`` (beyond the logits themselves); the results do not depend on either.
+    ``memory_budget_bytes`` (beyond the logits themselves); the results do not depend on either. Either
+    logits may be ``tokenstats.DeferredLogits``: computed from the final hidden states chunk by chunk.
     """
     n_texts, length, vocab = target_logits.shape
     if vocab <= k:
@@ -253,8 +255,8 @@ def lt_features_and_stats(
 
 
 def lt_features(
-    target_logits: Tensor,
-    reference_logits: Tensor,
+    target_logits: Logits,
+    reference_logits: Logits,
     input_ids: Tensor,
     attention_mask: Tensor,
     k: int = 20,

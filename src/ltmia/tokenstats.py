@@ -7,14 +7,19 @@ ever costs another model pass; ``ltmia.features.lt_features_and_stats`` computes
 Conventions shared with ``ltmia.features``: position t = 0..L-2 predicts y_t = input_ids[t+1] and is valid
 when attention_mask[t+1] = 1. Only valid positions are computed, in chunks of positions so that the (chunk, V)
 float32 temporaries stay within a byte budget (``memory_budget_bytes``) whatever the vocabulary size.
+
+The logits come either as a (N, L, V) tensor or as `DeferredLogits`: the final hidden states and the LM
+head, whose logits are computed block by block inside the chunk loop, so that (N, L, V) never exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ltmia.settings.store import MEMORY_BUDGET_BYTES  # the bound on ``ltmia.signals.extract``'s memory
@@ -66,9 +71,65 @@ def auto_chunk_positions(
     return max(1, fitting)
 
 
+HEAD_BLOCK_POSITIONS = 512
+"""At most this many positions per LM-head product of `DeferredLogits`. A (C, H) x (H, V) product reads all
+of the (V, H) head whatever C, so small C is memory-bound: at Gemma-3-270M's head (V = 262k, H = 640) on
+2 cores of an AMD EPYC, 2,048 positions took 4.1x (C = 4), 2.0x (32), 1.3x (128) and 1.0x (512) the time of
+one (2048, H) product. Beyond 512 only the (C, V) block's memory grows."""
+
+
+MIN_HEAD_ROWS = 16
+"""`DeferredLogits` computes at least this many rows per head product (see `DeferredLogits.rows`): on 2
+cores of an AMD EPYC, products of 1-3, 5-7 and 9-11 rows rounded differently from larger ones, which all
+agreed with one another and with the head run on a whole (b, L, H) batch."""
+
+
+@dataclass(frozen=True, eq=False)
+class DeferredLogits:
+    """The (N, L, V) logits of a model whose LM head was not run: final hidden states (N, L, H), the head's
+    (V, H) weight and (V,) bias or None; `rows` computes z = h W^T + b for the positions asked, in float32.
+
+    ``block_positions`` bounds how many positions one `rows` call of `logit_chunks` asks for, so that the
+    (block, V) float32 logits fit the memory budget (``ltmia.signals``). Same values as a float32 head run on
+    all of ``hidden`` up to float rounding (the matrix product is split differently).
+    """
+
+    hidden: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    block_positions: int = HEAD_BLOCK_POSITIONS
+
+    @property
+    def shape(self) -> torch.Size:
+        """(N, L, V), the shape the logits would have."""
+        return torch.Size((*self.hidden.shape[:2], self.weight.shape[0]))
+
+    @property
+    def device(self) -> torch.device:
+        return self.hidden.device
+
+    def rows(self, n: Tensor, t: Tensor) -> Tensor:
+        """(C,) x2 -> (C, V) float32 logits at (n, t); autocast off, as ``ltmia.device.float32_head``.
+
+        Fewer than `MIN_HEAD_ROWS` rows are padded with zero rows: CPU BLAS takes another path for them
+        whose rounding differs, and the padding keeps every row's logits independent of how positions are
+        split into blocks (so of the memory budget).
+        """
+        hidden = self.hidden[n, t].float()
+        if hidden.shape[0] < MIN_HEAD_ROWS:
+            hidden = torch.cat([hidden, hidden.new_zeros(MIN_HEAD_ROWS - hidden.shape[0], hidden.shape[1])])
+        bias = None if self.bias is None else self.bias.float()
+        with torch.autocast(self.hidden.device.type, enabled=False):
+            return F.linear(hidden, self.weight.float(), bias)[: n.shape[0]]
+
+
+Logits: TypeAlias = Tensor | DeferredLogits
+"""A model's logits for `logit_chunks`: (N, L, V) or deferred (`DeferredLogits`)."""
+
+
 def logit_chunks(
-    target_logits: Tensor,
-    reference_logits: Tensor,
+    target_logits: Logits,
+    reference_logits: Logits,
     input_ids: Tensor,
     attention_mask: Tensor,
     chunk_positions: int,
@@ -77,21 +138,32 @@ def logit_chunks(
 
     n, t, y are (C,) (text index, position, true next token); z_T, z_R are (C, V) float32, because
     log-softmax sums and rank comparisons in bf16/fp16 would lose the precision the features rely on.
+    With `DeferredLogits` the logits of a block of whole chunks (`block_positions`) are computed at once
+    and each chunk is a view into them: the head product is efficient only on many rows, the chunk's
+    passes over V only when it is cache-sized (`CPU_CHUNK_LOGITS`). Without, a block is one chunk.
     """
     positions = attention_mask[:, 1:].bool().nonzero()
-    for start in range(0, positions.shape[0], chunk_positions):
-        n, t = positions[start : start + chunk_positions].unbind(1)
-        yield (
-            n,
-            t,
-            position_rows(target_logits, n, t),
-            position_rows(reference_logits, n, t),
-            input_ids[n, t + 1],
-        )
+    block = block_positions(target_logits, reference_logits, chunk_positions)
+    for start in range(0, positions.shape[0], block):
+        n, t = positions[start : start + block].unbind(1)
+        z_t, z_r = position_rows(target_logits, n, t), position_rows(reference_logits, n, t)
+        y = input_ids[n, t + 1]
+        for first in range(0, n.shape[0], chunk_positions):
+            c = slice(first, first + chunk_positions)
+            yield n[c], t[c], z_t[c], z_r[c], y[c]
 
 
-def position_rows(logits: Tensor, n: Tensor, t: Tensor) -> Tensor:
+def block_positions(target_logits: Logits, reference_logits: Logits, chunk_positions: int) -> int:
+    """Positions whose (block, V) logits `logit_chunks` takes at once: whole chunks, as many as the
+    smallest ``block_positions`` of the deferred logits allows; one chunk when neither is deferred."""
+    deferred = [z.block_positions for z in (target_logits, reference_logits) if isinstance(z, DeferredLogits)]
+    return chunk_positions * max(1, min(deferred, default=chunk_positions) // chunk_positions)
+
+
+def position_rows(logits: Logits, n: Tensor, t: Tensor) -> Tensor:
     """(N, L, V), (C,) x2 -> (C, V) float32 copy of the logits at (n, t); never copies all of ``logits``."""
+    if isinstance(logits, DeferredLogits):
+        return logits.rows(n, t)
     if logits.is_contiguous():  # index_select on the (N L, V) view is cheaper than indexing by (n, t)
         return logits.view(-1, logits.shape[-1]).index_select(0, n * logits.shape[1] + t).float()
     return logits[n, t].float()
@@ -130,8 +202,8 @@ def to_token_stats(columns: list[Tensor], valid: Tensor) -> TokenStats:
 
 
 def token_stats(
-    target_logits: Tensor,
-    reference_logits: Tensor,
+    target_logits: Logits,
+    reference_logits: Logits,
     input_ids: Tensor,
     attention_mask: Tensor,
     chunk_positions: int | None = None,
