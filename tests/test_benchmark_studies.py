@@ -1,5 +1,6 @@
-"""The study configs under benchmarks/studies/ (committed results rest on them) plan, and share offline-full's
-targets and stores, as their descriptions say."""
+"""The study configs under benchmarks/studies/ (committed results rest on them) plan, and share the targets
+and stores of the shipped study they are a part of (offline-full, or offline-real for offline-real-*), as
+their descriptions say."""
 
 from pathlib import Path
 
@@ -12,14 +13,22 @@ from ltmia.study.stages import plan
 STUDIES = sorted((Path(__file__).parents[1] / "benchmarks" / "studies").glob("*.toml"))
 
 
+def parent(path: Path) -> str:
+    """The shipped study a benchmark study is a part of."""
+    return "offline-real" if path.stem.startswith("offline-real-") else "offline-full"
+
+
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_benchmark_study_shares_offline_fulls_targets_and_stores(path):
+def test_benchmark_study_shares_its_parents_targets_stores_and_classifiers(path):
     study = plan(load_config(str(path)))
-    full = plan(load_config("offline-full"))
+    full = plan(load_config(parent(path)))
     assert study.stores, "a study with no combos"
     for combo, store in study.stores.items():
-        assert store.key == full.stores[combo].key  # the same fp32 store as offline-full's
+        assert store.key == full.stores[combo].key  # the same store as the parent's
         assert study.targets[combo].key == full.targets[combo].key
+    if parent(path) == "offline-real":  # its classifiers by their offline-real names (the others rename)
+        for name, classifier in study.classifiers.items():
+            assert classifier.key == full.classifiers[name].key
 
 
 def test_costly_zoo_runs_every_costly_attack():
