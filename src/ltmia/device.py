@@ -10,7 +10,7 @@ recorded in every manifest and cache key: bf16 changes the numbers.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -67,6 +67,16 @@ def autocast(precision: Precision, device: torch.device) -> AbstractContextManag
 
 
 @contextmanager
+def replaced_forward(module: nn.Module, forward: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """Inside, ``module(...)`` calls ``forward``; after, its class's own forward again."""
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward  # back to the class's own forward
+
+
+@contextmanager
 def float32_head(model: nn.Module) -> Iterator[None]:
     """Inside bf16 autocast, compute the LM head in float32: logits keep full precision.
 
@@ -81,8 +91,5 @@ def float32_head(model: nn.Module) -> Iterator[None]:
         with torch.autocast(hidden.device.type, enabled=False):
             return original(hidden.float())
 
-    head.forward = forward
-    try:
+    with replaced_forward(head, forward):
         yield
-    finally:
-        del head.forward  # back to the class's own forward

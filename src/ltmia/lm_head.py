@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, cast
 
 from torch import Tensor, nn
 
-from ltmia.device import Precision, autocast, float32_head
+from ltmia.device import Precision, autocast, float32_head, replaced_forward
 from ltmia.tokenstats import DeferredLogits, Logits
 
 if TYPE_CHECKING:
@@ -105,15 +105,8 @@ def deferred_head(model: nn.Module) -> Iterator[nn.Linear]:
     models that `deferral_blocker` lets through.
     """
     head = cast("PreTrainedModel", base_model(model)).get_output_embeddings()
-
-    def forward(hidden: Tensor) -> Tensor:
-        return hidden
-
-    head.forward = forward
-    try:
+    with replaced_forward(head, lambda hidden: hidden):
         yield cast(nn.Linear, head)
-    finally:
-        del head.forward  # back to the class's own forward
 
 
 def forward_logits(
@@ -127,6 +120,7 @@ def forward_logits(
     if deferral_blocker(model) is None:
         with autocast(precision, input_ids.device), deferred_head(model) as head:
             hidden = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return DeferredLogits(hidden, head.weight, head.bias, block_positions)
+        bias = None if head.bias is None else head.bias.float()
+        return DeferredLogits(hidden, head.weight.float(), bias, block_positions)
     with autocast(precision, input_ids.device), float32_head(model):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits.float()

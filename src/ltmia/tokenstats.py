@@ -87,7 +87,8 @@ agreed with one another and with the head run on a whole (b, L, H) batch."""
 @dataclass(frozen=True, eq=False)
 class DeferredLogits:
     """The (N, L, V) logits of a model whose LM head was not run: final hidden states (N, L, H), the head's
-    (V, H) weight and (V,) bias or None; `rows` computes z = h W^T + b for the positions asked, in float32.
+    (V, H) weight and (V,) bias or None in float32 (converted once, not per block); `rows` computes
+    z = h W^T + b for the positions asked, in float32.
 
     ``block_positions`` bounds how many positions one `rows` call of `logit_chunks` asks for, so that the
     (block, V) float32 logits fit the memory budget (``ltmia.signals``). Same values as a float32 head run on
@@ -118,9 +119,8 @@ class DeferredLogits:
         hidden = self.hidden[n, t].float()
         if hidden.shape[0] < MIN_HEAD_ROWS:
             hidden = torch.cat([hidden, hidden.new_zeros(MIN_HEAD_ROWS - hidden.shape[0], hidden.shape[1])])
-        bias = None if self.bias is None else self.bias.float()
         with torch.autocast(self.hidden.device.type, enabled=False):
-            return F.linear(hidden, self.weight.float(), bias)[: n.shape[0]]
+            return F.linear(hidden, self.weight, self.bias)[: n.shape[0]]
 
 
 Logits: TypeAlias = Tensor | DeferredLogits

@@ -32,7 +32,7 @@ from ltmia.classifier.batches import (
 )
 from ltmia.classifier.checkpoint import check_store_compatible, load_classifier, save_classifier
 from ltmia.classifier.model import VARIANTS, ClassifierConfig, build_classifier
-from ltmia.classifier.score_inputs import SCORE_INPUTS, ScoredSource, check_score_inputs
+from ltmia.classifier.score_inputs import SCORE_INPUTS, ScoredSource, check_score_inputs, widen
 from ltmia.classifier.train import OnEpoch, TrainResult, TrainSettings, train_classifier
 from ltmia.device import resolve_device
 from ltmia.errors import InputError, SettingsError
@@ -230,13 +230,13 @@ class LTMIA:
                     "text_scores (score_inputs.text_scores of the texts' token stats) or score a feature "
                     "store (LTMIA.score)"
                 )
-            scores = torch.as_tensor(text_scores).to(features.dtype)
+            scores = torch.as_tensor(text_scores)
             if scores.shape != (features.shape[0], len(self.score_inputs_)):
                 raise InputError(
                     f"text_scores {tuple(scores.shape)} must be ({features.shape[0]}, "
                     f"{len(self.score_inputs_)}), one per text and score input"
                 )
-            features = torch.cat([features, scores[:, None, :].expand(-1, features.shape[1], -1)], dim=-1)
+            features = widen(features, scores)
         elif text_scores is not None:
             raise InputError("this classifier reads no text scores; leave text_scores out")
         return predict_logits(model, features, mask, self._dropped, self.micro_batch_size).numpy()

@@ -66,13 +66,17 @@ def text_scores(shard: dict[str, Tensor], names: Sequence[str]) -> Tensor:
     return squash(columns).float()
 
 
+def widen(features: Tensor, scores: Tensor) -> Tensor:
+    """(n, L, D) features, (n, S) text scores -> (n, L, D + S): the scores broadcast to every position."""
+    extra = scores.to(features.dtype)[:, None, :].expand(-1, features.shape[1], -1)
+    return torch.cat([features, extra], dim=-1)
+
+
 def with_scores(shard: dict[str, Tensor], names: Sequence[str]) -> dict[str, Tensor]:
     """The shard with ``features`` (n, L, D) widened to (n, L, D + S) by the broadcast text scores."""
     if not names:
         return shard
-    features = shard["features"]
-    extra = text_scores(shard, names).to(features.dtype)[:, None, :].expand(-1, features.shape[1], -1)
-    return {**shard, "features": torch.cat([features, extra], dim=-1)}
+    return {**shard, "features": widen(shard["features"], text_scores(shard, names))}
 
 
 class ScoredSource:
