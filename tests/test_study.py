@@ -316,3 +316,21 @@ def test_long_stages_log_progress(caplog):
         "fine-tune smollm2-135m--manpages: epoch 1, step 20, loss 2.5000",
         "extract smollm2-135m--manpages: 10/10 texts",
     ]
+
+
+def test_plan_scores_each_evaluation_combo_before_the_next_fine_tune():
+    """Every score of a held-out combo comes right after its store (before the next target is fine-tuned),
+    so a long study stopped midway has whole combos cached; its classifiers come before any evaluation."""
+    study = plan(load_config("offline-real"))
+    position = {stage.key: index for index, stage in enumerate(study.stages)}
+    scores = {"baselines", "lt_mia", "costly"}
+    first_score = min(position[s.key] for s in study.stages if s.kind in scores)
+    assert all(position[c.key] < first_score for c in study.classifiers.values() if c.kind != "shipped")
+    for stage in study.stages:
+        if stage.kind not in scores:
+            continue
+        store = next(dep for dep in stage.deps if dep.kind == "extract")
+        if position[store.key] < first_score:
+            continue  # a training store, extracted before the classifiers
+        between = study.stages[position[store.key] + 1 : position[stage.key]]
+        assert not {s.kind for s in between} & {"finetune", "extract"}, stage.label

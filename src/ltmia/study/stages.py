@@ -184,9 +184,17 @@ def plan(config: StudyConfig) -> StudyPlan:
     costly = costly_stages(config, stores)
     ordered: dict[str, Stage] = {}
     # Classifiers first: they need only their training stores, so a long study has its classifiers (and the
-    # ablations between them) long before the costly evaluation targets are fine-tuned.
-    for stage in [*classifiers.values(), *baselines.values(), *lt_mia.values(), *costly.values()]:
+    # ablations between them) long before the costly evaluation targets are fine-tuned. Then one evaluation
+    # combo at a time, every score of it before the next target is fine-tuned: a study stopped after hours
+    # has whole combos in the cache, which a smaller config with the same keys can report.
+    for stage in classifiers.values():
         add_with_deps(stage, ordered)
+    for combo, split in baselines:
+        add_with_deps(baselines[combo, split], ordered)
+        for name in classifiers:
+            add_with_deps(lt_mia[name, combo, split], ordered)
+        if (combo, split) in costly:
+            add_with_deps(costly[combo, split], ordered)
     return StudyPlan(config, list(ordered.values()), targets, stores, classifiers, baselines, lt_mia, costly)
 
 
