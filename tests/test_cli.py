@@ -134,6 +134,18 @@ def test_models_list_shows_packaged_models_and_how_to_install(monkeypatch, tmp_p
     assert "mamba" in result.output  # the zoo beside them
 
 
+def test_classifiers_list_names_each_shipped_classifier_and_its_study(monkeypatch):
+    from rich.console import Console
+
+    from ltmia import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=250))
+    result = runner.invoke(app, ["classifiers", "list"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ zoo "))
+    assert "yes" in row and "offline-full" in row and "│ 24 " in row  # the default, its study, 24 combos
+
+
 @pytest.mark.slow
 def test_unknown_packaged_model_is_one_line(tmp_path):
     result = ltmia(

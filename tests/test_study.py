@@ -282,11 +282,42 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
 
 
 def test_shipped_classifier_missing_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "shipped_dir", lambda: tmp_path / "nothing")
+    monkeypatch.setattr(checkpoint_module, "shipped_root", lambda: tmp_path / "nothing")
     raw = read_toml(str(MINI))
     raw["classifiers"] = {"shipped": {"shipped": True}}
-    with pytest.raises(InputError, match="no shipped classifier"):
+    with pytest.raises(InputError, match="no shipped classifier 'zoo'; shipped: none"):
         plan(parse(raw))
+
+
+def test_shipped_classifiers_are_chosen_by_name():
+    """``shipped = true`` is the default shipped classifier, ``shipped = "zoo"`` names one; both plan the same
+    stage (keyed by the weights' checksum), and an unknown name or a wrong type is one line."""
+    raw = read_toml(str(MINI))
+    raw["classifiers"] = {"default": {"shipped": True}, "zoo": {"shipped": "zoo"}}
+    study = plan(parse(raw))
+    default, zoo = study.classifiers["default"], study.classifiers["zoo"]
+    assert default.key == zoo.key and Path(zoo.path) == checkpoint_module.shipped_dir("zoo")
+    assert parse(raw).classifiers["default"].shipped == checkpoint_module.SHIPPED_DEFAULT
+    raw["classifiers"] = {"nope": {"shipped": "nope"}}
+    with pytest.raises(
+        InputError, match=r"\[classifiers.nope\]: no shipped classifier 'nope'; shipped: .*zoo"
+    ):
+        parse(raw)
+    raw["classifiers"] = {"odd": {"shipped": 1}}
+    with pytest.raises(InputError, match="shipped is true"):
+        parse(raw)
+
+
+def test_classifier_dir_takes_a_directory_or_a_shipped_name(tmp_path, monkeypatch):
+    """A path that exists wins over a shipped name; a name that is no directory is the shipped classifier;
+    anything else is returned as given (its loader names what is missing)."""
+    assert checkpoint_module.classifier_dir(None) == checkpoint_module.shipped_dir()
+    assert checkpoint_module.classifier_dir("zoo") == checkpoint_module.shipped_dir("zoo")
+    assert "zoo" in checkpoint_module.shipped_names()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    assert checkpoint_module.classifier_dir("zoo") == Path("zoo")
+    assert checkpoint_module.classifier_dir("elsewhere") == Path("elsewhere")
 
 
 def test_cli_study_plan_lists_stages_without_running(tmp_path):

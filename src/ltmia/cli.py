@@ -44,10 +44,15 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(study_app, name="study")
+classifiers_app = typer.Typer(no_args_is_help=True, help="The LT-MIA classifiers shipped with ltmia.")
+app.add_typer(classifiers_app, name="classifiers")
 
 console = Console()
 DEBUG_ENV = "LTMIA_DEBUG"
 GLOBAL_FLAGS = ("--debug", "--verify")
+CLASSIFIER_HELP = (
+    "Classifier directory, or the name of one shipped with ltmia (zoo); default: the shipped default."
+)
 
 
 @app.callback()
@@ -255,6 +260,30 @@ def models_list(
         f"Both at once: `{INSTALL_REAL}`. A .gguf file works anywhere a model does too.", soft_wrap=True
     )
     zoo_list(zoo)
+
+
+@classifiers_app.command("list")
+def classifiers_list() -> None:
+    """Each shipped classifier by name (--classifier NAME), the default marked, and the study that made it."""
+    import json
+
+    from ltmia.classifier.checkpoint import SHIPPED_DEFAULT, shipped_dir, shipped_names
+
+    table = Table(title="shipped LT-MIA classifiers")
+    for column in ("name", "default", "study", "classifier", "training combos", "results"):
+        table.add_column(column)
+    for name in shipped_names():
+        path = shipped_dir(name) / "study.json"
+        study = json.loads(path.read_text()) if path.exists() else {}
+        table.add_row(
+            name,
+            "yes" if name == SHIPPED_DEFAULT else "",
+            str(study.get("study", "-")),
+            str(study.get("classifier", "-")),
+            str(len(study.get("trained_on", []))),
+            str(study.get("results", "-")),
+        )
+    console.print(table)
 
 
 @models_app.command("convert")
@@ -701,9 +730,7 @@ def _run_study(
 @app.command()
 def evaluate(
     stores: Annotated[list[Path], typer.Argument(help="Store directories written by ltmia extract.")],
-    classifier: Annotated[
-        Path | None, typer.Option(help="Classifier directory; default: the shipped one.")
-    ] = None,
+    classifier: Annotated[Path | None, typer.Option(help=CLASSIFIER_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Where the tables and ROC plots go.")] = Path("runs/evaluate"),
     split: Annotated[str, typer.Option(help="Split to score: test, val, train or all rows.")] = "test",
     group: Annotated[str | None, typer.Option(help="Name for the pooled table of all stores.")] = None,
@@ -743,9 +770,7 @@ def audit(
     ),
     column: Annotated[str | None, typer.Option(help="Text column of a .jsonl/.csv/.parquet file.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="txt, jsonl or csv (for stdin).")] = None,
-    classifier: Annotated[
-        Path | None, typer.Option(help="Classifier directory; default: the one shipped with ltmia.")
-    ] = None,
+    classifier: Annotated[Path | None, typer.Option(help=CLASSIFIER_HELP)] = None,
     kind: Annotated[str, typer.Option(help="text, or code (code keeps its last tokens, SPEC §2).")] = "text",
     explain: Annotated[int, typer.Option(help="Explain the top N texts token by token (0: none).")] = 20,
     precision: PrecisionOption = default(StoreSettings, "precision"),

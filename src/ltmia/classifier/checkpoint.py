@@ -29,22 +29,52 @@ RECORD_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def shipped_dir() -> Path:
-    """The directory of the classifier shipped with ltmia (package data; ``study.json`` names its study)."""
+SHIPPED_DEFAULT = "zoo"
+"""The shipped classifier that ``audit``, ``evaluate`` and ``predict`` use unless told otherwise."""
+
+
+def shipped_root() -> Path:
+    """Where the classifiers shipped with ltmia live (package data): one directory per name."""
     return Path(str(resources.files("ltmia.classifier") / "shipped"))
 
 
-def classifier_dir(path: Path | str | None) -> Path:
-    """``path``, or (None) the shipped classifier's directory; an ltmia that ships none is one line."""
-    if path is not None:
-        return Path(path)
-    folder = shipped_dir()
+def shipped_names() -> list[str]:
+    """The names of the shipped classifiers (``zoo``: trained on the 1.3 M-parameter zoo by offline-full)."""
+    root = shipped_root()
+    return sorted(p.name for p in root.iterdir() if (p / WEIGHTS_FILE).exists()) if root.is_dir() else []
+
+
+def shipped_dir(name: str | None = None) -> Path:
+    """The directory of shipped classifier ``name`` (default `SHIPPED_DEFAULT`); its ``study.json`` names the
+    study that trained it."""
+    return shipped_root() / (name or SHIPPED_DEFAULT)
+
+
+def shipped_classifier(name: str | None = None) -> Path:
+    """`shipped_dir` of ``name``, checked: an ltmia that does not ship it is one line."""
+    folder = shipped_dir(name)
     if not (folder / WEIGHTS_FILE).exists():
         raise InputError(
-            f"this ltmia has no shipped classifier ({folder}); pass --classifier DIR, or train one "
-            "(ltmia train, ltmia study run offline-full)"
+            f"this ltmia has no shipped classifier {folder.name!r} ({folder}); pass --classifier DIR, or "
+            "train one (ltmia train, ltmia study run offline-full)"
         )
     return folder
+
+
+def classifier_dir(path: Path | str | None) -> Path:
+    """The classifier directory ``path`` names: a directory, a shipped classifier's name (when no such
+    directory exists), or (None) the default shipped one."""
+    if path is not None and (Path(path).exists() or str(path) not in shipped_names()):
+        return Path(path)
+    return shipped_classifier(None if path is None else str(path))
+
+
+def check_shipped_name(name: str, where: str) -> str:
+    """``name`` if ltmia ships a classifier by that name, else one line listing those it ships."""
+    if name not in shipped_names():
+        shipped = ", ".join(shipped_names()) or "none"
+        raise InputError(f"{where}: no shipped classifier {name!r}; shipped: {shipped}")
+    return name
 
 
 def is_classifier(out: Path) -> bool:

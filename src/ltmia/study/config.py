@@ -160,11 +160,12 @@ class ComboSet:
 
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """A classifier of the study: trained on ``train`` combo sets, or the one shipped with ltmia."""
+    """A classifier of the study: trained on ``train`` combo sets, or one shipped with ltmia (``shipped``
+    names it; ``shipped = true`` in a config is the default one)."""
 
     name: str
     train: tuple[str, ...] = ()
-    shipped: bool = False
+    shipped: str | None = None
     params: dict = field(default_factory=dict)  # LTMIA(...) keyword arguments (variant, epochs, groups, ...)
 
 
@@ -275,15 +276,19 @@ def parse_combo_set(name: str, table: dict, defaults: dict, seed: int) -> ComboS
 
 def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec:
     from ltmia.classifier import check_params
+    from ltmia.classifier.checkpoint import SHIPPED_DEFAULT, check_shipped_name
     from ltmia.classifier.score_inputs import check_score_inputs
     from ltmia.features import feature_groups
 
     where = f"[classifiers.{name}]"
     check_keys(table, ("train", "shipped", *CONFIG_PARAMS), where)
-    shipped = bool(table.get("shipped", False))
+    given = table.get("shipped", False)
+    if not isinstance(given, bool | str):
+        raise InputError(f"{where}: shipped is true (the default shipped classifier) or a shipped name")
+    shipped = check_shipped_name(SHIPPED_DEFAULT if given is True else given, where) if given else None
     train = tuple(table.get("train", ()))
-    if shipped == bool(train):
-        raise InputError(f"{where} needs either train = [combo sets] or shipped = true (not both)")
+    if (shipped is None) != bool(train):
+        raise InputError(f"{where} needs either train = [combo sets] or shipped = true / a name (not both)")
     for combo_set in train:
         if combo_set not in combo_sets:
             raise InputError(
@@ -297,7 +302,7 @@ def parse_classifier(name: str, table: dict, combo_sets: dict) -> ClassifierSpec
             )
     if params.get("score_inputs"):
         check_score_inputs(params["score_inputs"])
-    if shipped and params:
+    if shipped is not None and params:
         raise InputError(f"{where}: a shipped classifier takes no training settings")
     check_params(params, where)
     return ClassifierSpec(name, train, shipped, params)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ltmia.artefacts import building, strays, versions, write_json
-from ltmia.classifier.checkpoint import WEIGHTS_FILE, classifier_dir
+from ltmia.classifier.checkpoint import WEIGHTS_FILE, shipped_classifier
 from ltmia.data import corpus_splits
 from ltmia.registry import Registry
 from ltmia.settings import StoreSettings, ZooSettings
@@ -139,9 +139,9 @@ def classifier_stage(name: str, params: dict, stores: list[Stage]) -> Stage:
     return make_stage("classifier", f"train classifier {name}", params, tuple(stores), "classifiers", name)
 
 
-def shipped_stage(name: str) -> Stage:
+def shipped_stage(name: str, shipped: str) -> Stage:
     """The classifier that ships with ltmia: nothing to run, keyed by its weights' checksum."""
-    folder = classifier_dir(None)
+    folder = shipped_classifier(shipped)
     digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
     return Stage("shipped", f"shipped classifier {name}", {"path": str(folder)}, (), digest, str(folder))
 
@@ -155,8 +155,8 @@ def plan(config: StudyConfig) -> StudyPlan:
     stores = {c: extract_stage(c, targets[c], config.store) for c in config.all_combos}
     classifiers = {}
     for name, spec in config.classifiers.items():
-        if spec.shipped:
-            classifiers[name] = shipped_stage(name)
+        if spec.shipped is not None:
+            classifiers[name] = shipped_stage(name, spec.shipped)
         else:
             train_stores = [stores[c] for c in config.combos(spec.train)]
             classifiers[name] = classifier_stage(name, spec.params, train_stores)
