@@ -155,3 +155,39 @@ def test_write_results_files(tmp_path):
 def test_slugify():
     assert slugify("held-out transformer (qwen2, manpages)") == "held-out-transformer-qwen2-manpages"
     assert slugify("!!!") == "group"
+
+
+def test_each_learned_attack_is_compared_with_the_best_baseline_of_each_metric():
+    """``versus``: per metric, every lt_mia[...] minus the best hand-made score of that metric, with the
+    paired bootstrap interval of exactly that difference; a metric the baseline cannot measure is left out."""
+    from ltmia.evaluation import versus_table
+    from ltmia.metrics import evaluate_bootstrap
+
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(300), np.zeros(300)].astype(int)
+    scores = {
+        "lt_mia[strong]": labels * 2.0 + rng.normal(0, 1, 600),
+        "lt_mia[weak]": labels * 0.1 + rng.normal(0, 1, 600),
+        "loss": labels * 0.8 + rng.normal(0, 1, 600),
+        "zlib": labels * 0.3 + rng.normal(0, 1, 600),
+    }
+    result = evaluation(Scored("s", labels, scores, np.arange(600)), "S")
+    assert set(result.versus) == {"auc", "tpr_at_1pct"}  # 300 non-members: TPR@0.1% is not measured
+    boot = evaluate_bootstrap(labels, scores)
+    for metric, found in result.versus.items():
+        best = max(("loss", "zlib"), key=lambda a: getattr(result.results[a], metric))
+        assert [v.attack for v in found] == ["lt_mia[strong]", "lt_mia[weak]"]
+        for v in found:
+            assert v.baseline == best
+            assert v.difference == boot.difference(v.attack, best)[metric]
+            expected = getattr(result.results[v.attack], metric) - getattr(result.results[best], metric)
+            assert v.difference.delta == pytest.approx(expected)
+    assert Evaluation.from_record(json.loads(json.dumps(result.record()))).versus == result.versus
+    table = versus_table({"S": result}, "auc", list(scores))
+    assert table is not None and table.columns[2:] == ["lt_mia[strong] − it", "lt_mia[weak] − it"]
+    row = table.rows[0]
+    assert row[1].text == f"loss {result.results['loss'].auc:.3f}"
+    assert row[2].bold and not row[3].bold  # strong's interval lies above zero, weak's below
+    assert result.versus["auc"][1].difference.high < 0
+    plain = evaluation(Scored("p", labels, {"loss": scores["loss"]}, np.arange(600)), "P")
+    assert plain.versus == {} and versus_table({"P": plain}, "auc", ["loss"]) is None

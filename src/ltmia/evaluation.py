@@ -33,6 +33,7 @@ from ltmia.metrics import (
     METRICS,
     MIN_NONMEMBERS_FOR_01PCT,
     Bootstrap,
+    Bootstrapped,
     Difference,
     MetricResult,
     evaluate,
@@ -143,6 +144,36 @@ class Comparison:
         return f"{self.best} − {self.runner_up} {d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
 
+def learned(attack: str) -> bool:
+    """Whether ``attack`` is learned (``lt_mia``, or ``lt_mia[<classifier>]`` in a study), not one of the
+    hand-made scores it is measured against."""
+    return attack == LT_MIA or attack.startswith(f"{LT_MIA}[")
+
+
+@dataclass(frozen=True)
+class VersusBaseline:
+    """A learned attack against the best hand-made score of one metric (the baseline to beat, SPEC §7):
+    paired-bootstrap difference attack - baseline."""
+
+    metric: str
+    attack: str
+    baseline: str
+    difference: Difference
+
+    def to_dict(self) -> dict:
+        return {"attack": self.attack, "baseline": self.baseline, **self.difference.to_dict()}
+
+    @classmethod
+    def from_dict(cls, metric: str, record: Mapping) -> VersusBaseline:
+        """Inverse of `to_dict` for ``metric``."""
+        difference = Difference(float(record["delta"]), float(record["low"]), float(record["high"]))
+        return cls(metric, str(record["attack"]), str(record["baseline"]), difference)
+
+    def text(self) -> str:
+        d = self.difference
+        return f"{d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+
+
 @dataclass
 class Evaluation:
     """SPEC §7 metrics of every attack on one scored set, with intervals and best-vs-runner-up comparisons
@@ -152,6 +183,7 @@ class Evaluation:
     results: dict[str, MetricResult]
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     bootstrap: Bootstrap | None = None
+    versus: dict[str, list[VersusBaseline]] = field(default_factory=dict)  # metric -> each learned attack
 
     def record(self) -> dict:
         """The JSON form: metrics, and the bootstrap and comparisons when there are intervals."""
@@ -159,6 +191,8 @@ class Evaluation:
         if self.bootstrap is not None:
             record["bootstrap"] = self.bootstrap.record()
             record["comparisons"] = {m: c.to_dict() for m, c in self.comparisons.items()}
+            if self.versus:
+                record["vs_best_baseline"] = {m: [v.to_dict() for v in vs] for m, vs in self.versus.items()}
         return record
 
     @classmethod
@@ -172,7 +206,9 @@ class Evaluation:
         bootstrap = (
             None if boot is None else Bootstrap(int(boot["replicates"]), int(boot["seed"]), boot["level"])
         )
-        return cls(str(record["title"]), results, comparisons, bootstrap)
+        found = record.get("vs_best_baseline", {})
+        versus = {m: [VersusBaseline.from_dict(m, v) for v in found[m]] for m in METRICS if m in found}
+        return cls(str(record["title"]), results, comparisons, bootstrap, versus)
 
     def table(self) -> Table:
         """Attacks as rows, best AUC first: the table of `ltmia evaluate`, `baselines` and the audit."""
@@ -211,7 +247,26 @@ def evaluation(scored: Scored, title: str, bootstrap: Bootstrap | None = DEFAULT
             best, runner_up = order[:2]
             difference = boot.difference(best, runner_up)[metric]
             comparisons[metric] = Comparison(metric, best, runner_up, difference)
-    return Evaluation(title, boot.results, comparisons, bootstrap)
+    return Evaluation(title, boot.results, comparisons, bootstrap, versus_baseline(boot))
+
+
+def versus_baseline(boot: Bootstrapped) -> dict[str, list[VersusBaseline]]:
+    """Per metric, each learned attack minus the best hand-made score of that metric (paired bootstrap): the
+    comparison a claim that the learned attack wins rests on. Empty without both kinds of attack; a metric
+    the best baseline cannot measure (TPR@0.1% from too few non-members) is left out."""
+    attacks = [a for a in boot.results if learned(a)]
+    baselines = {a: r for a, r in boot.results.items() if not learned(a)}
+    versus: dict[str, list[VersusBaseline]] = {}
+    if not attacks or not baselines:
+        return versus
+    for metric in METRICS:
+        best = ranked(baselines, metric)[0]
+        if unmeasurable(baselines[best], metric):
+            continue
+        versus[metric] = [
+            VersusBaseline(metric, attack, best, boot.difference(attack, best)[metric]) for attack in attacks
+        ]
+    return versus
 
 
 def metrics(scored: Scored, bootstrap: Bootstrap | None = DEFAULT_BOOTSTRAP) -> dict[str, MetricResult]:
@@ -396,6 +451,35 @@ def comparison_table(
     every = [r for e in rows.values() for r in e.results.values()]
     table_notes = notes(every, bootstraps[0] if bootstraps else None, "the best of its row")
     return Table(columns, table_rows, notes=table_notes, label_columns=2)
+
+
+def versus_table(rows: Mapping[str, Evaluation], metric: str, attacks: Sequence[str]) -> Table | None:
+    """One row per evaluation: the best hand-made score of ``metric`` and each learned attack minus it (paired
+    bootstrap), bold where the learned attack's interval lies above zero. None when no row has them."""
+    learned_attacks = [a for a in attacks if learned(a)]
+    if not any(e.versus.get(metric) for e in rows.values()) or not learned_attacks:
+        return None
+    table_rows = []
+    for name, evaluation in rows.items():
+        found = {v.attack: v for v in evaluation.versus.get(metric, [])}
+        if not found:
+            continue
+        baseline = next(iter(found.values())).baseline
+        best = evaluation.results[baseline]
+        table_rows.append(
+            [Cell(name), Cell(f"{baseline} {getattr(best, metric):.3f}")]
+            + [
+                Cell(found[a].text(), bold=found[a].difference.low > 0) if a in found else Cell("")
+                for a in learned_attacks
+            ]
+        )
+    columns = ["group", "best baseline", *(f"{a} − it" for a in learned_attacks)]
+    note = (
+        f"Each learned attack minus the row's best hand-made score of {LABELS[metric]}, with its 95% "
+        "paired bootstrap interval (the same resamples for both). Bold: the interval lies above zero "
+        "(a measured win)."
+    )
+    return Table(columns, table_rows, notes=[note], label_columns=2)
 
 
 def plot_roc(scored: Scored, path: Path, title: str) -> Path:

@@ -52,6 +52,7 @@ from ltmia.evaluation import (
     render,
     result_files,
     slugify,
+    versus_table,
     write_results,
 )
 from ltmia.metrics import METRICS
@@ -267,6 +268,9 @@ def study_markdown(
             "",
             render(comparison_table(table, metric, attacks, paper or None), "markdown"),
         ]
+        versus = versus_table(table, metric, attacks)
+        if versus is not None:
+            lines += [f"### {label}: LT-MIA − best baseline", "", render(versus, "markdown")]
     return "\n".join(lines)
 
 
