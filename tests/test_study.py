@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ltmia.attacks import ATTACKS
+from ltmia.classifier import LTMIA
 from ltmia.classifier import checkpoint as checkpoint_module
-from ltmia.errors import InputError
+from ltmia.errors import InputError, OutputExistsError
 from ltmia.store import Store
 from ltmia.study import stages as stages_module
 from ltmia.study.config import load_config, parse, read_toml, shipped_configs
+from ltmia.study.export import export_classifier
 from ltmia.study.report import write_report
 from ltmia.study.runner import run_local, status
 from ltmia.study.stages import plan
@@ -279,6 +282,23 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     summary = (results / "summary.md").read_text()
     assert "| held-out | 40/40 |" in summary and "## TPR@0.1%FPR" in summary
     assert (results / "groups" / "held-out-roc.png").stat().st_size > 1000
+    versus = group["vs_best_baseline"]["auc"][0]
+    assert versus["attack"] == "lt_mia" and versus["baseline"] in ATTACKS.names()
+    assert "### AUC: LT-MIA − best baseline" in summary
+
+    # the trained classifier, exported with the record of what made it, scores like the one in the cache
+    out = export_classifier(str(MINI), "tiny", cache, tmp_path / "exported", results="results/mini")
+    made = json.loads((out / "study.json").read_text())
+    assert made["study"] == "mini" and made["classifier"] == "tiny" and made["results"] == "results/mini"
+    assert made["stage_key"] == study.classifiers["tiny"].key
+    assert made["trained_on"] == ["zoo:llama x fortunes"]
+    assert LTMIA.load(out).score(store, split=None).tolist() == (
+        LTMIA.load(study.classifiers["tiny"].out(cache)).score(store, split=None).tolist()
+    )
+    with pytest.raises(OutputExistsError):
+        export_classifier(str(MINI), "tiny", cache, out)
+    with pytest.raises(InputError, match="trains no classifier 'nope'; it trains: tiny"):
+        export_classifier(str(MINI), "nope", cache, tmp_path / "other")
 
 
 def test_shipped_classifier_missing_is_a_clear_error(tmp_path, monkeypatch):

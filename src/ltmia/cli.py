@@ -696,6 +696,23 @@ def study_report(
     console.print(f"re-rendered {results}/summary.md and its group tables from results.json")
 
 
+@study_app.command("export-classifier")
+def study_export_classifier(
+    config: Annotated[str, typer.Argument(help="A shipped config name or a .toml file.")],
+    classifier: Annotated[str, typer.Argument(help="The name of one of its [classifiers].")],
+    out: Annotated[Path, typer.Option(help="A new directory for the classifier (for --classifier DIR).")],
+    cache: CacheOption = Path("runs/cache"),
+    results: Annotated[
+        str | None, typer.Option(help="Where the study's results are, recorded in study.json.")
+    ] = None,
+) -> None:
+    """Copy a classifier a study trained out of its cache, with study.json (what made it)."""
+    from ltmia.study.export import export_classifier
+
+    path = export_classifier(config, classifier, cache, out, results)
+    console.print(f"classifier {classifier} of {config} in {path} (use it with --classifier {path})")
+
+
 def _run_study(
     config: str,
     cache: Path,
