@@ -291,7 +291,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     made = json.loads((out / "study.json").read_text())
     assert made["study"] == "mini" and made["classifier"] == "tiny" and made["results"] == "results/mini"
     assert made["stage_key"] == study.classifiers["tiny"].key
-    assert made["trained_on"] == ["zoo:llama x fortunes"]
+    assert made["trained_on"] == ["zoo:llama x fortunes (train)"]
     assert LTMIA.load(out).score(store, split=None).tolist() == (
         LTMIA.load(study.classifiers["tiny"].out(cache)).score(store, split=None).tolist()
     )

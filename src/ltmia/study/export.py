@@ -46,7 +46,11 @@ def export_classifier(
         "classifier": classifier,
         "stage_key": stage.key,
         "seeds": {"splits": study.config.seed, "classifiers": {classifier: spec.params.get("seed", 42)}},
-        "trained_on": [f"{c.model} x {c.corpus}" for c in study.config.combos(spec.train)],
+        "trained_on": [  # model x corpus (combo set: the recipe's name in the config)
+            f"{c.model} x {c.corpus} ({name})"
+            for name in spec.train
+            for c in study.config.combo_sets[name].combos
+        ],
         "results": results,
         "reproduce": f"ltmia study run {config}  # its classifier stage writes the same {WEIGHTS_FILE} "
         "byte for byte on the same machine",
