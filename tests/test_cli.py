@@ -142,8 +142,9 @@ def test_classifiers_list_names_each_shipped_classifier_and_its_study(monkeypatc
     monkeypatch.setattr(cli, "console", Console(width=250))
     result = runner.invoke(app, ["classifiers", "list"])
     assert result.exit_code == 0, result.output
-    row = next(line for line in result.output.splitlines() if line.startswith("│ zoo "))
-    assert "yes" in row and "offline-full" in row and "│ 24 " in row  # the default, its study, 24 combos
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
+    assert "yes" in rows["real"] and "offline-real" in rows["real"] and "│ 36 " in rows["real"]  # the default
+    assert "yes" not in rows["zoo"] and "offline-full" in rows["zoo"] and "│ 24 " in rows["zoo"]
 
 
 @pytest.mark.slow

@@ -305,19 +305,25 @@ def test_shipped_classifier_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_module, "shipped_root", lambda: tmp_path / "nothing")
     raw = read_toml(str(MINI))
     raw["classifiers"] = {"shipped": {"shipped": True}}
-    with pytest.raises(InputError, match="no shipped classifier 'zoo'; shipped: none"):
+    with pytest.raises(InputError, match="no shipped classifier 'real'; shipped: none"):
         plan(parse(raw))
 
 
 def test_shipped_classifiers_are_chosen_by_name():
-    """``shipped = true`` is the default shipped classifier, ``shipped = "zoo"`` names one; both plan the same
-    stage (keyed by the weights' checksum), and an unknown name or a wrong type is one line."""
+    """``shipped = true`` is the default shipped classifier (real), ``shipped = "zoo"`` names one; a name
+    plans the stage the default does when it is the default (keyed by the weights' checksum), and an unknown
+    name or a wrong type is one line."""
     raw = read_toml(str(MINI))
-    raw["classifiers"] = {"default": {"shipped": True}, "zoo": {"shipped": "zoo"}}
+    raw["classifiers"] = {
+        "default": {"shipped": True},
+        "real": {"shipped": "real"},
+        "zoo": {"shipped": "zoo"},
+    }
     study = plan(parse(raw))
-    default, zoo = study.classifiers["default"], study.classifiers["zoo"]
-    assert default.key == zoo.key and Path(zoo.path) == checkpoint_module.shipped_dir("zoo")
-    assert parse(raw).classifiers["default"].shipped == checkpoint_module.SHIPPED_DEFAULT
+    default, real, zoo = (study.classifiers[name] for name in ("default", "real", "zoo"))
+    assert checkpoint_module.SHIPPED_DEFAULT == "real" and default.key == real.key != zoo.key
+    assert Path(zoo.path) == checkpoint_module.shipped_dir("zoo")
+    assert parse(raw).classifiers["default"].shipped == "real"
     raw["classifiers"] = {"nope": {"shipped": "nope"}}
     with pytest.raises(
         InputError, match=r"\[classifiers.nope\]: no shipped classifier 'nope'; shipped: .*zoo"

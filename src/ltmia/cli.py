@@ -50,9 +50,7 @@ app.add_typer(classifiers_app, name="classifiers")
 console = Console()
 DEBUG_ENV = "LTMIA_DEBUG"
 GLOBAL_FLAGS = ("--debug", "--verify")
-CLASSIFIER_HELP = (
-    "Classifier directory, or the name of one shipped with ltmia (zoo); default: the shipped default."
-)
+CLASSIFIER_HELP = "Classifier directory, or the name of one shipped with ltmia (real, zoo); default: real."
 
 
 @app.callback()
@@ -917,8 +915,8 @@ def demo(
     _run_study("demo", cache, results, None, "auto")
     console.print(
         "The demo runs ltmia's toy zoo (~1.3 M parameters) to stay within 10 minutes. Real pretrained LMs "
-        "(SmolLM2-135M, Gemma-3-270M; make install-real): ltmia study run offline-real (CPU hours; its "
-        "results are in results/offline-real/ once committed)."
+        "(SmolLM2-135M, Gemma-3-270M; make install-real): ltmia study run offline-real (CPU hours); the "
+        "shipped classifier's measured real-model groups are in results/offline-real-smollm2/."
     )
 
 

@@ -29,7 +29,7 @@ RECORD_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-SHIPPED_DEFAULT = "zoo"
+SHIPPED_DEFAULT = "real"
 """The shipped classifier that ``audit``, ``evaluate`` and ``predict`` use unless told otherwise."""
 
 
@@ -39,7 +39,8 @@ def shipped_root() -> Path:
 
 
 def shipped_names() -> list[str]:
-    """The names of the shipped classifiers (``zoo``: trained on the 1.3 M-parameter zoo by offline-full)."""
+    """The names of the shipped classifiers: ``real`` (offline-real's lt-mia-scores, trained on the zoo and
+    SmolLM2-135M fine-tuned with four recipes) and ``zoo`` (offline-full's, trained on the zoo alone)."""
     root = shipped_root()
     return sorted(p.name for p in root.iterdir() if (p / WEIGHTS_FILE).exists()) if root.is_dir() else []
 
