@@ -77,7 +77,7 @@ def trained_on() -> set[str]:
     """Store name prefixes ("gpt2--fortunes") of the combos the shipped classifier was trained on."""
     from ltmia.classifier.checkpoint import shipped_dir
 
-    record = json.loads((shipped_dir() / "study.json").read_text())
+    record = json.loads((shipped_dir("zoo") / "study.json").read_text())  # the classifier it measured
     return {entry.removeprefix("zoo:").replace(" x ", "--") for entry in record["trained_on"]}
 
 
@@ -99,7 +99,7 @@ def store_scores(path: Path, work: Path, with_lt_mia: bool) -> dict:
         from ltmia.classifier import LTMIA
         from ltmia.classifier.checkpoint import classifier_dir
 
-        classifier = LTMIA.load(classifier_dir(None))
+        classifier = LTMIA.load(classifier_dir("zoo"))
         classifier.micro_batch_size = 128  # CPU: see README
         scores[LT_MIA] = lt_mia_scores(classifier, store, None).scores[LT_MIA]
     stats = store.stats()

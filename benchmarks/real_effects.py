@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results"
 def attack_metrics(store: Store) -> dict:
     """Every attack on all rows of a store: AUC, TPR@1%FPR, counts."""
     scored = merge(
-        [baseline_scores(store, None), lt_mia_scores(LTMIA.load(classifier_dir(None)), store, None)]
+        [baseline_scores(store, None), lt_mia_scores(LTMIA.load(classifier_dir("zoo")), store, None)]
     )
     return {
         name: {"auc": round(r.auc, 4), "tpr_at_1pct": round(r.tpr_at_1pct, 4)}

@@ -64,7 +64,7 @@ def main() -> None:
     study = plan(load_config(args.study))
     folder = ltmia_home() / "bench" / "score_fusion"
     folder.mkdir(parents=True, exist_ok=True)
-    shipped = LTMIA.load(shipped_dir())
+    shipped = LTMIA.load(shipped_dir("zoo"))  # the zoo-trained classifier its results are of
     data = {c: store_scores(s, args.cache, folder, shipped) for c, s in study.stores.items()}
     data = {c: d for c, d in data.items() if d is not None}
     train_combos = set(study.config.combos(study.config.classifiers[args.classifier].train))
