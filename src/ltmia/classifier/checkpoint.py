@@ -30,7 +30,8 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 SHIPPED_DEFAULT = "real"
-"""The shipped classifier that ``audit``, ``evaluate`` and ``predict`` use unless told otherwise."""
+"""The shipped classifier that ``audit`` and ``evaluate`` use unless told otherwise (and ``shipped = true``
+in a study config)."""
 
 
 def shipped_root() -> Path:
