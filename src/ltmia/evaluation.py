@@ -136,12 +136,10 @@ class Comparison:
     @classmethod
     def from_dict(cls, metric: str, record: Mapping) -> Comparison:
         """Inverse of `to_dict` for ``metric``."""
-        difference = Difference(float(record["delta"]), float(record["low"]), float(record["high"]))
-        return cls(metric, str(record["best"]), str(record["runner_up"]), difference)
+        return cls(metric, str(record["best"]), str(record["runner_up"]), Difference.from_dict(record))
 
     def text(self) -> str:
-        d = self.difference
-        return f"{self.best} − {self.runner_up} {d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        return f"{self.best} − {self.runner_up} {self.difference.text()}"
 
 
 def learned(attack: str) -> bool:
@@ -166,12 +164,7 @@ class VersusBaseline:
     @classmethod
     def from_dict(cls, metric: str, record: Mapping) -> VersusBaseline:
         """Inverse of `to_dict` for ``metric``."""
-        difference = Difference(float(record["delta"]), float(record["low"]), float(record["high"]))
-        return cls(metric, str(record["attack"]), str(record["baseline"]), difference)
-
-    def text(self) -> str:
-        d = self.difference
-        return f"{d.delta:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+        return cls(metric, str(record["attack"]), str(record["baseline"]), Difference.from_dict(record))
 
 
 @dataclass
@@ -469,7 +462,7 @@ def versus_table(rows: Mapping[str, Evaluation], metric: str, attacks: Sequence[
         table_rows.append(
             [Cell(name), Cell(f"{baseline} {getattr(best, metric):.3f}")]
             + [
-                Cell(found[a].text(), bold=found[a].difference.low > 0) if a in found else Cell("")
+                Cell(found[a].difference.text(), bold=found[a].difference.low > 0) if a in found else Cell("")
                 for a in learned_attacks
             ]
         )

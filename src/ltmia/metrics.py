@@ -175,6 +175,15 @@ class Difference:
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, record: Mapping) -> Difference:
+        """Inverse of `to_dict` (a record may hold other keys beside these three)."""
+        return cls(float(record["delta"]), float(record["low"]), float(record["high"]))
+
+    def text(self) -> str:
+        """ "+0.024 [+0.008, +0.040]": the difference and its interval, signed."""
+        return f"{self.delta:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
 
 REPLICATE_CELLS = 2**22
 """Replicates are drawn in blocks of at most this many (replicate, row) counts (16 MiB per int32 array), so

@@ -73,8 +73,9 @@ def classifier_dir(path: Path | str | None) -> Path:
 
 def check_shipped_name(name: str, where: str) -> str:
     """``name`` if ltmia ships a classifier by that name, else one line listing those it ships."""
-    if name not in shipped_names():
-        shipped = ", ".join(shipped_names()) or "none"
+    names = shipped_names()
+    if name not in names:
+        shipped = ", ".join(names) or "none"
         raise InputError(f"{where}: no shipped classifier {name!r}; shipped: {shipped}")
     return name
 
