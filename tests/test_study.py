@@ -15,7 +15,7 @@ from ltmia.classifier import checkpoint as checkpoint_module
 from ltmia.errors import InputError, OutputExistsError
 from ltmia.store import Store
 from ltmia.study import stages as stages_module
-from ltmia.study.config import load_config, parse, read_toml, shipped_configs
+from ltmia.study.config import load_config, parse, read_toml, select, shipped_configs
 from ltmia.study.export import export_classifier
 from ltmia.study.report import write_report
 from ltmia.study.runner import run_local, status
@@ -286,6 +286,15 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert versus["attack"] == "lt_mia" and versus["baseline"] in ATTACKS.names()
     assert "### AUC: LT-MIA − best baseline" in summary
 
+    # part of the study (--group): every stage already cached, a report of that group alone saying so
+    part = plan(load_config(str(MINI), None, ["held-out"]))
+    assert all(done for _, done in status(part, cache))
+    part_table = write_report(part, cache, tmp_path / "part")
+    assert list(part_table) == ["held-out"]
+    assert part_table["held-out"].results["loss"].auc == table["held-out"].results["loss"].auc
+    part_summary = (tmp_path / "part" / "summary.md").read_text()
+    assert "left out: groups 'in-distribution'." in part_summary and "| in-distribution |" not in part_summary
+
     # the trained classifier, exported with the record of what made it, scores like the one in the cache
     out = export_classifier(str(MINI), "tiny", cache, tmp_path / "exported", results="results/mini")
     made = json.loads((out / "study.json").read_text())
@@ -355,6 +364,55 @@ def test_cli_study_plan_lists_stages_without_running(tmp_path):
     assert result.exit_code == 0, result.output
     assert "12 stages, 0 cached, 12 to run" in result.output
     assert not any(tmp_path.iterdir())  # planning wrote nothing
+
+
+def test_part_of_a_study_keeps_its_stage_keys():
+    """--group / --classifier: only the named groups and classifiers with the combo sets they use, every
+    stage keyed as in the whole study (which then reuses them), and a description naming what is left out."""
+    whole = load_config("offline-real")
+    part = load_config("offline-real", None, ["Gemma-3-270M, full (manpages)"], ["lt-mia-scores"])
+    assert list(part.groups) == ["Gemma-3-270M, full (manpages)"] and list(part.classifiers) == [
+        "lt-mia-scores"
+    ]
+    training = ["train", "real-spec", "real-lr-4x", "real-lora", "real-sgd-cosine"]
+    assert sorted(part.combo_sets) == sorted(["gemma-full", *training])
+    part_keys = {stage.key for stage in plan(part).stages}
+    whole_stages = {stage.key: stage for stage in plan(whole).stages}
+    assert part_keys < set(whole_stages)
+    kinds = sorted(
+        whole_stages[key].kind for key in part_keys if whole_stages[key].kind in ("lt_mia", "baselines")
+    )
+    assert kinds == ["baselines", "lt_mia"]  # one combo, scored by the baselines and the one classifier
+    assert part.name == whole.name and part.config_hash != whole.config_hash
+    assert "left out: groups 'in-distribution', 'held-out transformer (qwen2, manpages)'" in part.description
+    assert "'Gemma-3-270M, LoRA (manpages)'" in part.description
+    assert "classifiers 'lt-mia', 'lt-mia-converged'" in part.description
+    assert part.description.endswith("`ltmia study run offline-real` runs the whole study.")
+    assert select(whole) is whole
+    only_groups = select(whole, groups=["SmolLM2-135M (manpages)"])
+    assert list(only_groups.classifiers) == list(whole.classifiers)  # all classifiers when none is named
+    assert "classifiers" not in only_groups.description.split("left out: ")[1]
+    with pytest.raises(InputError, match="the study has no group 'Gemma'; its groups: 'in-distribution"):
+        select(whole, groups=["Gemma"])
+    with pytest.raises(InputError, match="no classifier 'nope'; its classifiers: 'lt-mia', "):
+        select(whole, classifiers=["nope"])
+
+
+def test_cli_study_plan_of_part_of_a_study(tmp_path, monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from ltmia.cli import app, main
+
+    args = ["study", "plan", str(MINI), "--cache", str(tmp_path), "--group", "held-out"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "10 stages, 0 cached, 10 to run" in result.output  # the in-distribution scores are left out
+    monkeypatch.setattr("sys.argv", ["ltmia", *args, "--classifier", "nope"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "the study has no classifier 'nope'; its classifiers: 'tiny'" in err
 
 
 def test_long_stages_log_progress(caplog):

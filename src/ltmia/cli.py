@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
@@ -631,6 +632,14 @@ def import_published_command(
 # ------------------------------------------------------------------------------------------------ study
 CacheOption = Annotated[Path, typer.Option(help="Stage cache, shared by studies (keyed by inputs).")]
 SeedOption = Annotated[int | None, typer.Option(help="Override the study's split seed.")]
+GroupOption = Annotated[
+    list[str] | None,
+    typer.Option("--group", help="Only this group (repeat for more); default all. Stage keys stay the same."),
+]
+ClassifierNameOption = Annotated[
+    list[str] | None,
+    typer.Option("--classifier", help="Only this classifier (repeat for more); default all."),
+]
 
 
 @study_app.command("plan")
@@ -640,13 +649,15 @@ def study_plan(
     ],
     cache: CacheOption = Path("runs/cache"),
     seed: SeedOption = None,
+    group: GroupOption = None,
+    classifier: ClassifierNameOption = None,
 ) -> None:
     """Validate a study config and list its stages with what is already cached; runs nothing."""
     from ltmia.study.config import load_config
     from ltmia.study.runner import status
     from ltmia.study.stages import plan
 
-    study = plan(load_config(config, seed))
+    study = plan(load_config(config, seed, group or (), classifier or ()))
     title = f"study {study.config.name}"
     table = Table("#", "stage", "kind", "cached", f"output (under {cache})", title=title)
     rows = status(study, cache)
@@ -668,6 +679,8 @@ def study_run(
         Path | None, typer.Option(help="Results directory; default results/<study name>.")
     ] = None,
     seed: SeedOption = None,
+    group: GroupOption = None,
+    classifier: ClassifierNameOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     backend: Annotated[
         str, typer.Option(help="local (one stage at a time) or ray (docs/scaling.md).")
@@ -677,8 +690,10 @@ def study_run(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="CPUs of the Ray started here; default all.")] = None,
 ) -> None:
-    """Run every unfinished stage of a study, then write its tables and plots."""
-    _run_study(config, cache, results, seed, device, backend, address, workers)
+    """Run every unfinished stage of a study, then write its tables and plots; --group / --classifier run
+    and report only part of it (a long study reported group by group; the whole study reuses the part)."""
+    options = dict(groups=group or (), classifiers=classifier or ())
+    _run_study(config, cache, results, seed, device, backend, address, workers, **options)
 
 
 @study_app.command("report")
@@ -720,6 +735,8 @@ def _run_study(
     backend: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    groups: Sequence[str] = (),
+    classifiers: Sequence[str] = (),
 ) -> None:
     from ltmia.study.report import rich_table
     from ltmia.study.run import run_study
@@ -736,6 +753,7 @@ def _run_study(
             )
 
     options: dict[str, Any] = dict(device=device, backend=backend, address=address, workers=workers)
+    options.update(groups=groups, classifiers=classifiers)
     done = run_study(config, cache, results, seed=seed, on_plan=on_plan, on_stage=on_stage, **options)
     console.print(rich_table(done.table, f"AUC per group, study {done.plan.config.name}"))
     console.print(f"results in {done.results}/ (summary.md, results.json, groups/); {done.seconds:.0f} s")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -383,9 +384,60 @@ def parse(raw: dict) -> StudyConfig:
     )
 
 
-def load_config(spec: str, seed: int | None = None) -> StudyConfig:
-    """Read, merge and validate a study config (a shipped name or a .toml path); ``seed`` overrides it."""
+def load_config(
+    spec: str, seed: int | None = None, groups: Sequence[str] = (), classifiers: Sequence[str] = ()
+) -> StudyConfig:
+    """Read, merge and validate a study config (a shipped name or a .toml path); ``seed`` overrides it;
+    ``groups`` / ``classifiers`` run only part of it (`select`)."""
     raw = read_toml(spec)
     if seed is not None:
         raw = {**raw, "seed": seed, "name": f"{raw['name']}-seed{seed}"}
-    return parse(raw)
+    return select(parse(raw), groups, classifiers)
+
+
+def select(config: StudyConfig, groups: Sequence[str] = (), classifiers: Sequence[str] = ()) -> StudyConfig:
+    """Part of a study: only the named groups and classifiers (all of a kind when none is named), with the
+    combo sets they use.
+
+    Why: a study of real models runs for many hours, and each group should be reported (and committed) as
+    soon as it is measured. The part keeps the study's name and every stage key (keys depend on inputs, not
+    on the rest of the config), so the whole study later reuses everything the part computed; its
+    description says what was left out, so a partial report never passes for the whole study.
+    """
+    if not groups and not classifiers:
+        return config
+    kept_groups = _named(groups, config.groups, "group")
+    kept_classifiers = _named(classifiers, config.classifiers, "classifier")
+    used = {s for g in kept_groups for s in config.groups[g].combo_sets}
+    used |= {s for c in kept_classifiers for s in config.classifiers[c].train}
+    left_out = [
+        f"{what} {', '.join(repr(n) for n in names if n not in kept)}"
+        for what, names, kept in (
+            ("groups", config.groups, kept_groups),
+            ("classifiers", config.classifiers, kept_classifiers),
+        )
+        if len(kept) < len(names)
+    ]
+    raw = config.raw
+    note = (
+        f"Part of study `{config.name}`, run with only some of its groups and classifiers; left out: "
+        f"{'; '.join(left_out)}. `ltmia study run {config.name}` runs the whole study."
+    )
+    return parse(
+        {
+            **raw,
+            "description": f"{raw.get('description', '').strip()}\n\n{note}".strip(),
+            "combos": {n: t for n, t in raw["combos"].items() if n in used},
+            "classifiers": {n: t for n, t in raw.get("classifiers", {}).items() if n in kept_classifiers},
+            "groups": {n: t for n, t in raw["groups"].items() if n in kept_groups},
+        }
+    )
+
+
+def _named(names: Sequence[str], defined: dict, what: str) -> list[str]:
+    """``names`` checked against a study's ``defined`` ones (all of them when none is named)."""
+    for name in names:
+        if name not in defined:
+            choices = ", ".join(map(repr, defined))
+            raise InputError(f"the study has no {what} {name!r}; its {what}s: {choices}")
+    return list(dict.fromkeys(names)) if names else list(defined)

@@ -14,7 +14,7 @@ Stages already in the cache are skipped (``ltmia.study.stages``), so a second ca
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,8 @@ def run_study(
     results: Path | None = None,
     *,
     seed: int | None = None,
+    groups: Sequence[str] = (),
+    classifiers: Sequence[str] = (),
     device: str = "auto",
     backend: str = "local",
     address: str | None = None,
@@ -55,14 +57,15 @@ def run_study(
     on_plan: OnPlan | None = None,
     on_stage: OnStage | None = None,
 ) -> StudyRun:
-    """Run study ``config`` (``seed`` overrides its split seed) on ``backend`` (``ltmia.study.runner``) and
+    """Run study ``config`` (``seed`` overrides its split seed; ``groups`` / ``classifiers``: only part of
+    it, ``ltmia.study.config.select``) on ``backend`` (``ltmia.study.runner``) and
     write its report to ``results`` (default ``results/<study name>``).
 
     The report keeps a copy of the config's TOML unless ``seed`` changed it (then only the resolved config,
     which every report holds, says what ran).
     """
     started = time.perf_counter()
-    study = plan(load_config(config, seed))
+    study = plan(load_config(config, seed, groups, classifiers))
     results = RESULTS / study.config.name if results is None else Path(results)
     claim_results(results, create=False)  # a --results ltmia may not write is refused before hours of work
     if on_plan is not None:
