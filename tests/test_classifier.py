@@ -22,7 +22,7 @@ from ltmia.classifier.batches import (
 )
 from ltmia.classifier.train import accumulate, learning_rate
 from ltmia.cli import app
-from ltmia.errors import InputError, OutputExistsError, UnknownNameError
+from ltmia.errors import DivergedError, InputError, OutputExistsError, UnknownNameError
 from ltmia.extract import build_store
 from ltmia.features import feature_dim, feature_groups
 from ltmia.metrics import auc
@@ -101,6 +101,21 @@ def test_a_classifier_learns_a_separable_signal():
     assert auc(source.labels[test_rows], classifier.score(source, "test")) > 0.99
     assert classifier.best_val_auc_ > 0.99 and len(classifier.history_) == 8
     assert classifier.history_[-1]["train_loss"] < classifier.history_[0]["train_loss"]
+
+
+@pytest.mark.parametrize(
+    ("split", "where"), [("train", "train loss nan in epoch 1"), ("val", "1 non-finite")]
+)
+def test_a_diverged_classifier_is_one_line_and_writes_nothing(tmp_path, split, where):
+    """A NaN at a valid position (here put there by hand, as a weight gone NaN would) stops training with
+    one line naming where, instead of sklearn's "Input contains NaN"."""
+    source = synthetic(n=200)
+    source.features[source.rows(split)[0], 0, 0] = float("nan")
+    with pytest.raises(
+        DivergedError, match=f"classifier training diverged \\({where}.*lower the learning rate"
+    ):
+        LTMIA(**{**SMALL, "epochs": 1}).fit(source).save(tmp_path / "clf")
+    assert not (tmp_path / "clf").exists()
 
 
 @pytest.mark.slow

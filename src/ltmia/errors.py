@@ -50,4 +50,5 @@ class BusyError(LtmiaError):
 
 
 class DivergedError(LtmiaError):
-    """Fine-tuning whose loss became NaN or infinite; a target trained on is garbage, so none is written."""
+    """Training (a fine-tune or a classifier) whose loss or scores became NaN or infinite; what would be
+    trained on from there is garbage, so nothing is written."""

@@ -47,7 +47,7 @@ from ltmia.classifier.batches import (
 )
 from ltmia.classifier.model import ClassifierConfig, build_classifier
 from ltmia.device import resolve_device
-from ltmia.errors import InputError
+from ltmia.errors import DivergedError, InputError
 from ltmia.features import feature_groups
 from ltmia.metrics import auc
 from ltmia.schedules import warmup_cosine
@@ -104,12 +104,24 @@ def accumulate(
 
 
 def validation_auc(
-    model: nn.Module, sources: Sequence[Source], dropped: Tensor, micro_batch_size: int
+    model: nn.Module, sources: Sequence[Source], dropped: Tensor, settings: TrainSettings
 ) -> float:
     """AUC of ``model`` on the pooled "val" rows of ``sources``."""
     model.eval()
-    scored = [score_source(model, source, "val", dropped, micro_batch_size) for source in sources]
-    return auc(np.concatenate([labels for _, labels in scored]), np.concatenate([s for s, _ in scored]))
+    scored = [score_source(model, source, "val", dropped, settings.micro_batch_size) for source in sources]
+    scores = np.concatenate([s for s, _ in scored])
+    if not np.isfinite(scores).all():
+        raise diverged(f"{np.count_nonzero(~np.isfinite(scores))} non-finite validation scores", settings)
+    return auc(np.concatenate([labels for _, labels in scored]), scores)
+
+
+def diverged(where: str, settings: TrainSettings) -> DivergedError:
+    """The one-line error for a classifier whose loss or scores are not finite (a weight went NaN): nothing
+    trained past that point is usable, so nothing is written."""
+    return DivergedError(
+        f"classifier training diverged ({where}); lower the learning rate (now {settings.lr:g}), or check "
+        "the features for non-finite values at valid positions"
+    )
 
 
 def split_rows(sources: Sequence[Source], split: str) -> list[int]:
@@ -174,10 +186,12 @@ def train_classifier(
             model.train()
             windows = shuffled_windows(train_sources, "train", weights, capacity, order)
             loss = train_epoch(model, optimizer, schedule, windows, n_rows, dropped, settings)
+            if not math.isfinite(loss):
+                raise diverged(f"train loss {loss} in epoch {epoch}", settings)
             entry = {
                 "epoch": epoch,
                 "train_loss": loss,
-                "val_auc": validation_auc(model, val_sources, dropped, settings.micro_batch_size),
+                "val_auc": validation_auc(model, val_sources, dropped, settings),
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - started,
             }
@@ -200,7 +214,7 @@ def train_classifier(
                     "no better validation AUC for %d epochs; stopping at epoch %d", settings.patience, epoch
                 )
                 break
-    model.load_state_dict(cast(dict, best_state))  # set in epoch 1 unless its validation AUC is NaN
+    model.load_state_dict(cast(dict, best_state))  # set in epoch 1: its validation AUC is finite
     model.cpu().eval()
     record = {
         "settings": settings.record(),
