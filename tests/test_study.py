@@ -387,7 +387,7 @@ def test_part_of_a_study_keeps_its_stage_keys():
     assert "left out: groups 'in-distribution', 'held-out transformer (qwen2, manpages)'" in part.description
     assert "'Gemma-3-270M, LoRA (manpages)'" in part.description
     assert "classifiers 'lt-mia', 'lt-mia-converged'" in part.description
-    assert part.description.endswith("`ltmia study run offline-real` runs the whole study.")
+    assert part.description.endswith("Run it without --group / --classifier for the whole study.")
     assert select(whole) is whole
     only_groups = select(whole, groups=["SmolLM2-135M (manpages)"])
     assert list(only_groups.classifiers) == list(whole.classifiers)  # all classifiers when none is named

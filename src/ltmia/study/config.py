@@ -421,7 +421,7 @@ def select(config: StudyConfig, groups: Sequence[str] = (), classifiers: Sequenc
     raw = config.raw
     note = (
         f"Part of study `{config.name}`, run with only some of its groups and classifiers; left out: "
-        f"{'; '.join(left_out)}. `ltmia study run {config.name}` runs the whole study."
+        f"{'; '.join(left_out)}. Run it without --group / --classifier for the whole study."
     )
     return parse(
         {
