@@ -158,3 +158,59 @@ def test_a_diverging_run_is_refused_and_writes_no_target(tiny_base, splits, tmp_
         finetune(str(tiny_base), splits, tmp_path / "t", recipe)
     assert not (tmp_path / "t" / "manifest.json").exists()
     assert not list(tmp_path.glob("t*/model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(**FAST),
+        Recipe(
+            epochs=3, batch_size=8, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine", grad_clip=1.0
+        ),
+        Recipe(epochs=3, batch_size=8, lora=True, lr=1e-2),
+    ],
+    ids=["adamw", "sgd-cosine", "lora"],
+)
+def test_a_killed_fine_tune_continues_at_its_last_whole_epoch(tiny_base, splits, tmp_path, recipe):
+    """Killed in epoch 3, a fine-tune run again with the same inputs trains epoch 3 only and ends with the
+    uninterrupted run's weights and log, bit for bit; the saved epochs never reach the target."""
+    whole = finetune(str(tiny_base), splits, tmp_path / "whole", recipe)
+
+    def killed_in_epoch_3(epoch: int, loss: float) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(str(tiny_base), splits, tmp_path / "resumed", recipe, on_step=killed_in_epoch_3)
+    scratch = tmp_path / "resumed.partial"
+    assert sorted(p.name for p in scratch.glob("epoch-*")) == ["epoch-0002.json", "epoch-0002.safetensors"]
+    trained: list[int] = []
+    resumed = finetune(
+        str(tiny_base), splits, tmp_path / "resumed", recipe, on_step=lambda e, _: trained.append(e)
+    )
+    assert set(trained) == {3} and not scratch.exists()
+    a, b = load_causal_lm(str(whole)).state_dict(), load_causal_lm(str(resumed)).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logs = [json.loads((t / "train_log.json").read_text()) for t in (whole, resumed)]
+    drop = ("seconds",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in logs[0]["epochs"]] == [
+        {k: v for k, v in e.items() if k not in drop} for e in logs[1]["epochs"]
+    ]
+    assert logs[0]["best_epoch"] == logs[1]["best_epoch"]
+    assert not list(resumed.glob("epoch-*")) and not (resumed / "inputs.json").exists()
+
+
+def test_a_dead_run_of_other_inputs_is_started_over(tiny_base, splits, tmp_path):
+    """Saved epochs of another recipe are cleared, never continued."""
+
+    def killed_in_epoch_2(epoch: int, loss: float) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(str(tiny_base), splits, tmp_path / "t", Recipe(**FAST), on_step=killed_in_epoch_2)
+    assert (tmp_path / "t.partial" / "epoch-0001.json").exists()
+    trained: list[int] = []
+    other = Recipe(**{**FAST, "lr": 1e-3})
+    finetune(str(tiny_base), splits, tmp_path / "t", other, on_step=lambda e, _: trained.append(e))
+    assert set(trained) == {1, 2, 3}

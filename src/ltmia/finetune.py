@@ -5,7 +5,9 @@ The training loop here is the only one in ltmia: pretraining the zoo is the same
 batch 16, AdamW lr 5e-5 with torch defaults, constant LR, no clipping, fp32, best-validation epoch
 restored. Optimizer, schedule and full-vs-LoRA are parameters because the recipe-confound study varies them;
 ``precision = "bf16"`` runs the forward passes under bf16 autocast (``ltmia.device``), several times faster
-on CPUs with bf16 matrix units, with float32 weights, optimiser state and loss.
+on CPUs with bf16 matrix units, with float32 weights, optimiser state and loss. A target trains in its
+scratch directory, where the state after each epoch is kept (``ltmia.train_state``): a killed fine-tune
+run again with the same inputs continues at its last whole epoch.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,10 +36,12 @@ from ltmia.schedules import warmup_cosine
 from ltmia.settings import Recipe
 from ltmia.settings.base import Precision
 from ltmia.sources import default_bos, model_spec, source_record
+from ltmia.train_state import EpochState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 TARGET_ARTEFACT = "ltmia-target"
+INPUTS_FILE = "inputs.json"  # in a target's scratch directory while it trains: what it is being trained on
 PROVENANCE = ("source",)  # recorded inputs that name where something came from, not what it is
 
 
@@ -138,12 +143,16 @@ def train_causal_lm(
     val: tuple[torch.Tensor, torch.Tensor] | None,
     recipe: Recipe,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoints: Path | None = None,
 ) -> TrainLog:
     """Train ``model`` on encoded ``train`` texts; after each epoch measure ``val`` and keep the best epoch.
 
     ``train``/``val`` are ``(input_ids (N, L), attention_mask (N, L))``. Only parameters that require grad
     are optimised (all of them for full fine-tuning, the adapters for LoRA), and only those are snapshotted
     for the best-epoch restore, so LoRA on a large model costs no second copy of the base.
+
+    ``checkpoints``: a directory where the state after each epoch but the last is saved, and from whose
+    latest epoch a killed run continues (``ltmia.train_state``; the caller makes sure it is this run's).
     """
     device = next(model.parameters()).device
     precision = resolve_precision(recipe.precision, device)
@@ -152,8 +161,13 @@ def train_causal_lm(
     steps_per_epoch = math.ceil(len(train[0]) / recipe.batch_size)
     schedule = make_schedule(optimizer, recipe, recipe.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(recipe.seed)
-    history, best_loss, best_state = TrainLog(), math.inf, None
-    for epoch in range(1, recipe.epochs + 1):
+    history, best_loss, best_state, first = TrainLog(), math.inf, None, 1
+    resumed = load_state(checkpoints, params, optimizer, schedule, generator) if checkpoints else None
+    if resumed is not None:
+        history, best_loss, best_state = TrainLog(**resumed.log), resumed.best_loss, resumed.best_state
+        first = resumed.epoch + 1
+        log.info("continuing after epoch %d of %d (saved in %s)", resumed.epoch, recipe.epochs, checkpoints)
+    for epoch in range(first, recipe.epochs + 1):
         model.train()
         started, total, count = time.perf_counter(), 0.0, 0
         for ids, mask in batches(*train, recipe.batch_size, generator):
@@ -184,6 +198,9 @@ def train_causal_lm(
                 best_state = [p.detach().clone() for p in params]
         history.epochs.append(entry)
         log.info("epoch %d: %s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "epoch"))
+        if checkpoints is not None and epoch < recipe.epochs:
+            state = EpochState(epoch, asdict(history), best_loss, best_state)
+            save_state(checkpoints, state, params, optimizer, schedule, generator)
     if recipe.restore_best and best_state is not None:
         with torch.no_grad():
             for param, saved in zip(params, best_state, strict=True):
@@ -283,16 +300,20 @@ def finetune(
     if finished_target(out, inputs, overwrite):
         log.info("%s is a finished target of the same inputs; reusing it", out)
         return out
-    torch.manual_seed(recipe.seed)
-    model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, tokenizer=tokenizer)
-    lora_or_full = apply_lora(model, recipe) if recipe.lora else model
-    model = cast(PreTrainedModel, lora_or_full.to(torch_device))  # a PeftModel answers as its base does
-    train = encode(tokenizer, splits.members, splits.kind, seq_len, bos_used)
-    val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
-    started = time.perf_counter()
-    history = train_causal_lm(model, train, val, recipe, on_step)
     replace_target = overwrite and read_manifest(out) is not None  # a target: finished_target refused others
-    with building(out, what="target", replace=replace_target) as scratch:
+    resume = partial(same_inputs, inputs=inputs)  # a dead run of the same inputs: continue its epochs
+    with building(out, what="target", replace=replace_target, resume=resume) as scratch:
+        write_json(scratch / INPUTS_FILE, inputs)
+        torch.manual_seed(recipe.seed)
+        model = load_causal_lm(base_spec, trust_remote_code=trust_remote_code, tokenizer=tokenizer)
+        lora_or_full = apply_lora(model, recipe) if recipe.lora else model
+        model = cast(PreTrainedModel, lora_or_full.to(torch_device))  # a PeftModel answers as its base does
+        train = encode(tokenizer, splits.members, splits.kind, seq_len, bos_used)
+        val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
+        started = time.perf_counter()
+        history = train_causal_lm(model, train, val, recipe, on_step, checkpoints=scratch)
+        for leftover in [scratch / INPUTS_FILE, *scratch.glob("epoch-*")]:
+            leftover.unlink()
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
         write_json(scratch / "splits.json", record)
@@ -307,6 +328,14 @@ def finetune(
         }
         write_manifest(scratch, manifest)
     return out
+
+
+def same_inputs(scratch: Path, inputs: dict) -> bool:
+    """Whether a dead run's scratch directory was fine-tuning ``inputs`` (then its saved epochs are kept)."""
+    try:
+        return json.loads((scratch / INPUTS_FILE).read_text()) == json.loads(json.dumps(inputs))
+    except (OSError, ValueError):
+        return False
 
 
 def finished_target(out: Path, inputs: dict, overwrite: bool = False) -> bool:

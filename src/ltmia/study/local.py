@@ -2,7 +2,8 @@
 
 On a small machine one torch job at a time is fastest (two would fight over the cores). A killed run loses
 at most the stage in progress, and that stage resumes where its own artefact allows (the zoo per
-architecture, stores per shard). ``status`` and ``OnStage`` are shared with the Ray backend.
+architecture, fine-tunes per epoch, stores per shard). ``status`` and ``OnStage`` are shared with the Ray
+backend.
 """
 
 from __future__ import annotations
