@@ -27,6 +27,7 @@ from ltmia.extract import build_store
 from ltmia.features import feature_dim, feature_groups
 from ltmia.metrics import auc
 from ltmia.store import Rows, Store, StoreSettings
+from ltmia.train_state import clear_state
 
 K, LENGTH = 2, 16  # synthetic features: D = 7k+14 = 28, L = 16
 SMALL = dict(
@@ -116,6 +117,39 @@ def test_a_diverged_classifier_is_one_line_and_writes_nothing(tmp_path, split, w
     ):
         LTMIA(**{**SMALL, "epochs": 1}).fit(source).save(tmp_path / "clf")
     assert not (tmp_path / "clf").exists()
+
+
+def test_a_killed_training_continues_at_its_last_whole_epoch(tmp_path):
+    """Killed after epoch 3 (before its state is saved), a training run again with the same checkpoints
+    directory trains epochs 3 and 4 only and ends with the uninterrupted run's weights and history."""
+    source, settings = synthetic(n=300), {**SMALL, "epochs": 4}
+    whole = LTMIA(**settings).fit(source)
+
+    def killed_after_epoch_3(entry: dict) -> None:
+        if entry["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    saved = tmp_path / "epochs"
+    with pytest.raises(KeyboardInterrupt):
+        LTMIA(**settings).fit(source, on_epoch=killed_after_epoch_3, checkpoints=saved)
+    assert sorted(p.name for p in saved.iterdir()) == ["epoch-0002.json", "epoch-0002.safetensors"]
+    trained: list[int] = []
+    resumed = LTMIA(**settings).fit(source, on_epoch=lambda e: trained.append(e["epoch"]), checkpoints=saved)
+    assert trained == [3, 4]
+    a, b = whole.model_.state_dict(), resumed.model_.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("seconds",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in whole.history_] == [
+        {k: v for k, v in e.items() if k not in drop} for e in resumed.history_
+    ]
+    assert whole.best_epoch_ == resumed.best_epoch_ and whole.best_val_auc_ == resumed.best_val_auc_
+    assert sorted(p.name for p in saved.iterdir()) == ["epoch-0003.json", "epoch-0003.safetensors"]
+    (saved / "notes.txt").write_text("not ltmia's")
+    clear_state(saved, remove_directory=True)  # what the study's classifier stage does once it has saved
+    assert [p.name for p in saved.iterdir()] == ["notes.txt"]  # only what ltmia wrote is removed
+    (saved / "notes.txt").unlink()
+    clear_state(saved, remove_directory=True)
+    assert not saved.exists()
 
 
 @pytest.mark.slow

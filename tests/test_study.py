@@ -251,6 +251,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
     run_local(study, cache)
     assert not finished & set(calls), "a finished stage ran again"
     assert all(done for _, done in status(study, cache))
+    assert not list((cache / "classifiers").glob("*.epochs"))  # the classifier's saved epochs are gone
 
     table = write_report(study, cache, results)
     assert set(table) == {"in-distribution", "held-out"}

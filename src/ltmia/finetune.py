@@ -36,7 +36,7 @@ from ltmia.schedules import warmup_cosine
 from ltmia.settings import Recipe
 from ltmia.settings.base import Precision
 from ltmia.sources import default_bos, model_spec, source_record
-from ltmia.train_state import EpochState, load_state, save_state
+from ltmia.train_state import EpochState, clear_state, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def train_causal_lm(
     history, best_loss, best_state, first = TrainLog(), math.inf, None, 1
     resumed = load_state(checkpoints, params, optimizer, schedule, generator) if checkpoints else None
     if resumed is not None:
-        history, best_loss, best_state = TrainLog(**resumed.log), resumed.best_loss, resumed.best_state
+        history, best_loss, best_state = TrainLog(**resumed.log), resumed.best, resumed.best_state
         first = resumed.epoch + 1
         log.info("continuing after epoch %d of %d (saved in %s)", resumed.epoch, recipe.epochs, checkpoints)
     for epoch in range(first, recipe.epochs + 1):
@@ -312,8 +312,8 @@ def finetune(
         val = encode(tokenizer, splits.val, splits.kind, seq_len, bos_used)
         started = time.perf_counter()
         history = train_causal_lm(model, train, val, recipe, on_step, checkpoints=scratch)
-        for leftover in [scratch / INPUTS_FILE, *scratch.glob("epoch-*")]:
-            leftover.unlink()
+        (scratch / INPUTS_FILE).unlink()
+        clear_state(scratch)
         model.save_pretrained(str(scratch))
         tokenizer.save_pretrained(str(scratch))
         write_json(scratch / "splits.json", record)

@@ -1,26 +1,27 @@
-"""A training loop's state at an epoch boundary, so that a killed fine-tune resumes at its last whole epoch.
+"""A training loop's state at an epoch boundary, so that a killed run resumes at its last whole epoch.
 
-Why: fine-tuning a real LM on a CPU takes an hour or more, and a run killed late (a session that ends, the
-OOM killer) would otherwise start over. After each epoch the loop saves everything the next epoch reads:
-the trained parameters, the best epoch's copy of them, the optimiser's and the schedule's state, the
-shuffling generator, torch's own generator (dropout) and the log so far. Tensors go to safetensors, the
-rest to JSON (never pickle). An epoch's JSON is written after its tensors and names them, so a run killed
-while writing leaves the previous epoch's pair, which is what a resumed run loads. Resuming gives the
-weights of an uninterrupted run, bit for bit, on the same device and thread count.
+Why: fine-tuning a real LM on a CPU takes an hour or more, and so does training a classifier to
+convergence on a study's stores; a run killed late (a session that ends, the OOM killer) would otherwise
+start over. After each epoch a loop (``ltmia.finetune``, ``ltmia.classifier.train``) saves everything the
+next epoch reads: the trained tensors, the best epoch's copy of them, the optimiser's and the schedule's
+state, the shuffling generator, torch's CPU generator (dropout) and the log so far. Tensors go to
+safetensors, the rest to JSON (never pickle). An epoch's JSON is written after its tensors and names them,
+so a run killed while writing leaves the previous epoch's pair, which is what a resumed run loads. On a CPU,
+resuming gives the weights of an uninterrupted run bit for bit (same thread count); on a GPU, whose
+generators are not saved, dropout masks after the resume differ.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from ltmia.artefacts import atomic_path, write_json
 
@@ -32,18 +33,19 @@ TENSORS, META = "epoch-{:04d}.safetensors", "epoch-{:04d}.json"
 @dataclass
 class EpochState:
     """What the loop itself keeps across epochs (the optimiser, schedule and generators are restored in
-    place): the last whole epoch, the log so far, the best validation loss and the best epoch's weights."""
+    place): the last whole epoch, the log so far, the loop's best validation figure and the best epoch's
+    tensors."""
 
     epoch: int
     log: dict
-    best_loss: float
+    best: float
     best_state: list[torch.Tensor] | None
 
 
 def save_state(
     directory: Path,
     state: EpochState,
-    params: list[nn.Parameter],
+    params: Sequence[torch.Tensor],
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
@@ -65,8 +67,8 @@ def save_state(
     meta = {
         "epoch": state.epoch,
         "log": state.log,
-        "best_loss": state.best_loss if math.isfinite(state.best_loss) else None,
-        "best_state": state.best_state is not None,
+        "best": state.best,  # ±inf before any finite figure: JSON's Infinity, read back by json.loads
+        "best_state": None if state.best_state is None else len(state.best_state),
         "params": len(params),
         "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
         "schedule": schedule.state_dict(),
@@ -82,13 +84,14 @@ def save_state(
 
 def load_state(
     directory: Path,
-    params: list[nn.Parameter],
+    params: Sequence[torch.Tensor],
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
 ) -> EpochState | None:
-    """Restore the latest whole epoch saved in ``directory`` into the parameters, optimiser, schedule and
-    generators; None (nothing restored) when there is none or it is not this loop's."""
+    """Restore the latest whole epoch saved in ``directory`` into ``params`` (the tensors the loop trains,
+    copied into in place), the optimiser, schedule and generators; None (nothing restored) when there is
+    none or it is not this loop's."""
     epochs = sorted(int(p.stem.removeprefix("epoch-")) for p in directory.glob("epoch-*.json"))
     if not epochs:
         return None
@@ -117,6 +120,16 @@ def load_state(
     schedule.load_state_dict(meta["schedule"])
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    best = [tensors[f"best.{i}"] for i in range(len(params))] if meta["best_state"] else None
-    best_loss = math.inf if meta["best_loss"] is None else float(meta["best_loss"])
-    return EpochState(epoch, meta["log"], best_loss, best)
+    kept = meta["best_state"]
+    best = None if kept is None else [tensors[f"best.{i}"] for i in range(kept)]
+    return EpochState(epoch, meta["log"], float(meta["best"]), best)
+
+
+def clear_state(directory: Path, remove_directory: bool = False) -> None:
+    """Remove the saved epochs of a finished run (and ``directory`` itself when asked and then empty): only
+    files this module wrote."""
+    for path in directory.glob("epoch-*"):
+        if path.name.endswith((".json", ".safetensors", ".tmp")):
+            path.unlink()
+    if remove_directory and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()

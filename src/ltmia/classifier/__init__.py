@@ -162,10 +162,13 @@ class LTMIA:
         sources: SourceLike | Sequence[SourceLike],
         val_sources: SourceLike | Sequence[SourceLike] | None = None,
         on_epoch: OnEpoch | None = None,
+        checkpoints: Path | str | None = None,
     ) -> LTMIA:
         """Train on the "train" rows of ``sources`` (stores, store paths or ArraySource objects), each combo
         with equal total weight; keep the epoch with the best AUC on the "val" rows of ``val_sources``
-        (default: ``sources``). ``on_epoch(entry)`` is called after every epoch."""
+        (default: ``sources``). ``on_epoch(entry)`` is called after every epoch. ``checkpoints``: a
+        directory for the state after each epoch, from which the same training, killed, continues
+        (``ltmia.train_state``; one directory per training, removed by the caller when done)."""
         names = check_score_inputs(self.score_inputs)
         train = as_sources(sources)
         val = None if val_sources is None else as_sources(val_sources)
@@ -174,7 +177,8 @@ class LTMIA:
             train = [ScoredSource(source, names) for source in train]
             val = None if val is None else [ScoredSource(source, names) for source in val]
         config = self.config(found["feature_dim"] + len(names), found["seq_len"])
-        result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch)
+        saved = None if checkpoints is None else Path(checkpoints)
+        result = train_classifier(train, config, self.settings(), self.groups, val, on_epoch, saved)
         self._set_fitted(result.model, config, found, result.groups, None, names)
         self.history_, self.best_epoch_ = result.history, result.best_epoch
         self.best_val_auc_, self.training_ = result.best_val_auc, result.record

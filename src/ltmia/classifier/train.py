@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -52,6 +53,7 @@ from ltmia.features import feature_groups
 from ltmia.metrics import auc
 from ltmia.schedules import warmup_cosine
 from ltmia.settings import TrainSettings
+from ltmia.train_state import EpochState, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,12 @@ def accumulate(
         (loss / batch_rows).backward()
         total += float(loss.detach())
     return total
+
+
+def tensors_of(model: nn.Module) -> list[Tensor]:
+    """Every tensor of the model's state (parameters and buffers), sharing their storage: what a saved
+    epoch holds and is copied back into."""
+    return list(model.state_dict().values())
 
 
 def validation_auc(
@@ -155,11 +163,14 @@ def train_classifier(
     groups: Sequence[str] | None = None,
     val_sources: Sequence[Source] | None = None,
     on_epoch: OnEpoch | None = None,
+    checkpoints: Path | None = None,
 ) -> TrainResult:
     """Train a classifier on the "train" rows of ``train_sources``; choose the epoch by the validation AUC
     on the "val" rows of ``val_sources`` (default: the training sources).
 
     ``groups``: the SPEC §4 feature groups to keep (default all); the others are zeroed in every input.
+    ``checkpoints``: a directory where the state after each epoch is saved, and from whose latest epoch a
+    killed run continues (``ltmia.train_state``; the caller makes sure it is this training's).
     """
     train_sources, val_sources = list(train_sources), list(val_sources or train_sources)
     k = check_inputs(config, train_sources, val_sources)["k"]
@@ -181,7 +192,17 @@ def train_classifier(
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: learning_rate(step, total_steps, warmup_steps, settings) / settings.lr
         )
-        for epoch in range(1, settings.epochs + 1):
+        first, resumed = 1, None
+        if checkpoints is not None:
+            resumed = load_state(checkpoints, tensors_of(model), optimizer, schedule, order)
+        if resumed is not None:
+            history, best_epoch, best_auc = resumed.log["history"], resumed.log["best_epoch"], resumed.best
+            best_state = dict(zip(model.state_dict(), cast(list, resumed.best_state), strict=True))
+            first = resumed.epoch + 1
+            log.info(
+                "continuing after epoch %d of %d (saved in %s)", resumed.epoch, settings.epochs, checkpoints
+            )
+        for epoch in range(first, settings.epochs + 1):
             started = time.perf_counter()
             model.train()
             windows = shuffled_windows(train_sources, "train", weights, capacity, order)
@@ -214,6 +235,10 @@ def train_classifier(
                     "no better validation AUC for %d epochs; stopping at epoch %d", settings.patience, epoch
                 )
                 break
+            if checkpoints is not None and epoch < settings.epochs:
+                kept = list(cast(dict, best_state).values())  # set in epoch 1
+                saved = EpochState(epoch, {"history": history, "best_epoch": best_epoch}, best_auc, kept)
+                save_state(checkpoints, saved, tensors_of(model), optimizer, schedule, order)
     model.load_state_dict(cast(dict, best_state))  # set in epoch 1: its validation AUC is finite
     model.cpu().eval()
     record = {

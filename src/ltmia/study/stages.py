@@ -332,12 +332,15 @@ def run_extract(stage: Stage, cache: Path, device: str) -> None:
 def run_classifier(stage: Stage, cache: Path, device: str) -> None:
     from ltmia.classifier import LTMIA
     from ltmia.store import Store
+    from ltmia.train_state import clear_state
 
     out = stage.out(cache)
     if (out / "classifier.json").exists():  # trained before a crash that came before stage.json
         return
     stores = [Store(d.out(cache)) for d in stage.deps]
-    LTMIA(**stage.params, device=device).fit(stores).save(out)
+    epochs = out.with_name(out.name + ".epochs")  # the stage key names it: only this training's state
+    LTMIA(**stage.params, device=device).fit(stores, checkpoints=epochs).save(out)
+    clear_state(epochs, remove_directory=True)
 
 
 SCORES_FILE = "scores.json"
