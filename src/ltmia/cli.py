@@ -934,7 +934,7 @@ def demo(
     console.print(
         "The demo runs ltmia's toy zoo (~1.3 M parameters) to stay within 10 minutes. Real pretrained LMs "
         "(SmolLM2-135M, Gemma-3-270M; make install-real): ltmia study run offline-real (CPU hours); the "
-        "shipped classifier's measured real-model groups are in results/offline-real-smollm2/."
+        "shipped classifier's measured real-model groups are in results/offline-real/."
     )
 
 
