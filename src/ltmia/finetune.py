@@ -166,7 +166,6 @@ def train_causal_lm(
     if resumed is not None:
         history, best_loss, best_state = TrainLog(**resumed.log), resumed.best, resumed.best_state
         first = resumed.epoch + 1
-        log.info("continuing after epoch %d of %d (saved in %s)", resumed.epoch, recipe.epochs, checkpoints)
     for epoch in range(first, recipe.epochs + 1):
         model.train()
         started, total, count = time.perf_counter(), 0.0, 0

@@ -122,6 +122,7 @@ def load_state(
     torch.set_rng_state(tensors["rng.torch"])
     kept = meta["best_state"]
     best = None if kept is None else [tensors[f"best.{i}"] for i in range(kept)]
+    log.info("continuing after epoch %d (saved in %s)", epoch, directory)
     return EpochState(epoch, meta["log"], float(meta["best"]), best)
 
 

@@ -199,9 +199,6 @@ def train_classifier(
             history, best_epoch, best_auc = resumed.log["history"], resumed.log["best_epoch"], resumed.best
             best_state = dict(zip(model.state_dict(), cast(list, resumed.best_state), strict=True))
             first = resumed.epoch + 1
-            log.info(
-                "continuing after epoch %d of %d (saved in %s)", resumed.epoch, settings.epochs, checkpoints
-            )
         for epoch in range(first, settings.epochs + 1):
             started = time.perf_counter()
             model.train()
